@@ -1,0 +1,124 @@
+"""Training objectives of every stage (paper Sec. III), shared by ``training/`` and the tests.
+
+* Stage 1, shared latent space: ``contrastive_loss`` -- CL_XR between P_X(images) and P_R(reports)
+  (and, beyond the paper, between label embeddings and either side).
+* Stage 2, single-modality generation: ``vae_loss`` (AutoKL on X-rays), ``diffusion_loss`` (Eq. 2 for
+  G_F, G_L and G_R), ``text_vae_loss`` (Optimus reconstruction round).
+* Stage 3, cross-modal alignment: ``joint_diffusion_loss`` -- L_D of each flow attending to the
+  other flows' V(z_t) (Eq. 3-5) plus the InfoNCE term between the V outputs (CL_FL, CL_FR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from codixr.models.losses import info_nce
+
+
+def add_noise(scheduler, latents: torch.Tensor, generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward process q(z_t | z): returns (z_t, epsilon, t) with t ~ U[0, T)."""
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator,
+                      device=latents.device)
+    return scheduler.add_noise(latents, noise, t), noise, t
+
+
+def drop_condition(condition: torch.Tensor, probability: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Condition dropout for classifier-free guidance: replace whole rows by zeros with ``probability``."""
+    if probability <= 0:
+        return condition
+    keep = torch.rand(condition.shape[0], generator=generator, device=condition.device) >= probability
+    return condition * keep.view(-1, *([1] * (condition.ndim - 1))).to(condition.dtype)
+
+
+def contrastive_loss(prompt_encoder, images: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+                     attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Stage 1: the sum of symmetric InfoNCE terms between every pair of the given sides.
+
+    Images and reports give CL_XR (Sec. III.A); multi-hot labels add CL between the label encoder and
+    the other sides (label conditioning, beyond the paper).
+    """
+    pooled = []
+    if images is not None:
+        pooled.append(prompt_encoder.encode_image(images).pooled)
+    if input_ids is not None:
+        pooled.append(prompt_encoder.encode_text(input_ids, attention_mask).pooled)
+    if labels is not None:
+        pooled.append(prompt_encoder.encode_labels(labels).pooled)
+    if len(pooled) < 2:
+        raise ValueError("contrastive_loss needs at least two of images, reports and labels")
+    return sum(prompt_encoder.contrastive_loss(a, b) for i, a in enumerate(pooled) for b in pooled[i + 1:])
+
+
+def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage 2a: AutoKL on X-rays in [-1, 1]: L1 reconstruction + kl_weight * KL (LDM's autoencoder recipe,
+    without its adversarial and perceptual terms, which need pretrained networks we do not have here)."""
+    posterior = vae.encode(images).latent_dist
+    z = posterior.sample(generator=generator)
+    recon = vae.decode(z).sample
+    rec = F.l1_loss(recon, images)
+    kl = posterior.kl().mean()  # summed over latent elements, averaged over the batch
+    return rec + kl_weight * kl, {"l1": rec.item(), "kl": kl.item()}
+
+
+def diffusion_loss(unet, scheduler, latents: torch.Tensor, condition: torch.Tensor,
+                   generator: torch.Generator | None = None, cross_attention_kwargs: dict | None = None,
+                   noisy: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Eq. 2: || eps - eps_theta(z_t, t, P(I)) ||^2 for one flow (image UNet or the report ``TextUNet``).
+
+    ``condition`` is the (B, S, d) cross-attention context; ``noisy`` reuses a (z_t, eps, t) triple.
+    """
+    z_t, noise, t = noisy if noisy is not None else add_noise(scheduler, latents, generator)
+    pred = unet(z_t, t, encoder_hidden_states=condition, cross_attention_kwargs=cross_attention_kwargs).sample
+    return F.mse_loss(pred.float(), noise.float())
+
+
+def text_vae_loss(text_vae, input_ids: torch.Tensor, attention_mask: torch.Tensor, beta: float = 0.5,
+                  free_bits: float = 0.05, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage 2c: the Optimus reconstruction round (cross-entropy + beta * KL with free bits)."""
+    out = text_vae(input_ids, attention_mask, beta=beta, free_bits=free_bits, generator=generator)
+    return out.loss, {"reconstruction": out.reconstruction_loss.item(), "kl": out.kl.item()}
+
+
+@dataclass
+class Flow:
+    """One generative flow taking part in stage 3: its denoiser, latents, condition, V and whether it learns."""
+
+    unet: torch.nn.Module
+    latents: torch.Tensor
+    condition: torch.Tensor
+    environment: torch.nn.Module
+
+
+def joint_diffusion_loss(flows: dict[str, Flow], scheduler, generator: torch.Generator | None = None,
+                         logit_scale: float = 1 / 0.07) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage 3: sum over flows of L_D^m (each attending to the other flows' V(z_t), Eq. 3-5) + CL between V outputs.
+
+    All flows share the timestep t of a sample, so the environment each flow sees is as noisy as its own.
+    Returns the total and its parts (e.g. ``{"L_D^frontal": ..., "CL": ...}``).
+    """
+    names = list(flows)
+    first = flows[names[0]].latents
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (first.shape[0],), generator=generator, device=first.device)
+    noisy = {}
+    for name in names:
+        lat = flows[name].latents
+        noise = torch.randn(lat.shape, generator=generator, device=lat.device, dtype=lat.dtype)
+        noisy[name] = (scheduler.add_noise(lat, noise, t), noise, t)
+    env = {name: flows[name].environment(noisy[name][0]) for name in names}  # (tokens, pooled)
+    parts: dict[str, float] = {}
+    total = torch.zeros((), device=first.device)
+    for name in names:
+        others = torch.cat([env[o][0] for o in names if o != name], dim=1)
+        loss = diffusion_loss(flows[name].unet, scheduler, flows[name].latents, flows[name].condition,
+                              cross_attention_kwargs={"environment": others}, noisy=noisy[name])
+        parts[f"L_D^{name}"] = loss.item()
+        total = total + loss
+    cl = sum(info_nce(env[a][1], env[b][1], logit_scale) for i, a in enumerate(names) for b in names[i + 1:])
+    parts["CL"] = float(cl.detach())
+    return total + cl, parts

@@ -1,0 +1,1 @@
+"""Training entry points, one per stage (``python -m training.<stage>``)."""

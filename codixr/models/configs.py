@@ -41,6 +41,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         vocab_size=None,  # taken from the tokenizer
         prompt_encoder=dict(
             projection_dim=32,
+            adapatch=dict(num_samples=2),
             vision_config=dict(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64,
                                num_hidden_layers=1, num_attention_heads=2),
             text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
@@ -63,6 +64,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         vocab_size=None,
         prompt_encoder=dict(
             projection_dim=256,
+            adapatch=dict(num_samples=4),
             vision_config=dict(image_size=256, patch_size=32, hidden_size=192, intermediate_size=768,
                                num_hidden_layers=4, num_attention_heads=3),
             text_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3),
@@ -85,6 +87,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         vocab_size=49408,  # CLIP's BPE vocabulary size
         prompt_encoder=dict(
             projection_dim=768,
+            adapatch=dict(num_samples=4),
             vision_config=dict(image_size=224, patch_size=14, hidden_size=1024, intermediate_size=4096,
                                num_hidden_layers=24, num_attention_heads=16),
             text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
@@ -124,7 +127,6 @@ def build_components(name_or_config: str | dict, tokenizer=None, vocab_size: int
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from codixr.models.prompt_encoder import PromptEncoder
     from codixr.models.text_unet import TextUNet
     from codixr.models.text_vae import OptimusTextVAE
 
@@ -139,8 +141,7 @@ def build_components(name_or_config: str | dict, tokenizer=None, vocab_size: int
     elif vocab < 49406:  # our WordPiece layout (SPECIAL_TOKENS): [PAD]=0, [CLS]=2, [SEP]=3
         special = dict(pad_token_id=0, bos_token_id=2, eos_token_id=3)
     text_cfg = dict(cfg["prompt_encoder"]["text_config"], vocab_size=vocab, **special)
-    prompt_encoder = PromptEncoder(vision_config=cfg["prompt_encoder"]["vision_config"], text_config=text_cfg,
-                                   projection_dim=cfg["prompt_encoder"]["projection_dim"])
+    prompt_encoder = build_prompt_encoder(cfg, text_cfg)
     vae = AutoencoderKL(**cfg["vae"])
     unet_frontal = UNet2DConditionModel(**cfg["unet"])
     unet_lateral = UNet2DConditionModel(**cfg["unet"])
@@ -153,6 +154,17 @@ def build_components(name_or_config: str | dict, tokenizer=None, vocab_size: int
     if with_joint:
         components.update(build_joint_components(components, cfg))
     return components
+
+
+def build_prompt_encoder(cfg: dict[str, Any], text_config: dict[str, Any]):
+    """P_X/P_R (+ the AdaPatch head when the configuration switches it on with an ``adapatch`` entry)."""
+    from codixr.models.adapatch import adapatch_config
+    from codixr.models.prompt_encoder import PromptEncoder
+
+    pe = cfg["prompt_encoder"]
+    ada = adapatch_config(pe["vision_config"], pe["projection_dim"], **pe["adapatch"]) if pe.get("adapatch") else None
+    return PromptEncoder(vision_config=pe["vision_config"], text_config=text_config,
+                         projection_dim=pe["projection_dim"], adapatch_config=ada)
 
 
 def build_joint_components(components: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:

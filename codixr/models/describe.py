@@ -16,7 +16,7 @@ import torch
 
 # Component groups as the paper counts them: name -> (our components, paper's count, instances in the paper's total)
 PAPER_COUNTS: dict[str, tuple[tuple[str, ...], float | None, int]] = {
-    "Prompt encoders P (CLIP)": (("prompt_encoder",), 737e6, 1),
+    "Prompt encoders P (CLIP towers + AdaPatch head)": (("prompt_encoder",), 737e6, 1),
     "AutoKL (X-ray VAE)": (("vae",), 101e6, 2),
     "Optimus (text VAE)": (("text_vae",), 241e6, 1),
     "X-ray UNet G_F": (("unet_frontal",), 1.77e9, 1),

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from codixr.modality import CONDITION_LABELS
+from codixr.models.adapatch import AdaPatch, vit_patch_tokens
 from codixr.models.losses import info_nce
 
 logger = logging.getLogger(__name__)
@@ -44,11 +45,14 @@ class PromptEmbedding:
         tokens: (batch, seq, projection_dim) per-patch (images, CLS excluded) or per-word (reports)
             embeddings projected into the same space (used by keypatch matching).
         mask: (batch, seq) 1 where ``tokens`` is a real token (padding is 0); None for images.
+        boxes: (batch, seq, 4) adaptive patch boxes (x0, y0, x1, y1) as image fractions when P_X has an
+            AdaPatch head; None otherwise (``tokens`` are then the fixed ViT patches).
     """
 
     pooled: torch.Tensor
     tokens: torch.Tensor
     mask: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
 
 
 class PromptEncoder(ModelMixin, ConfigMixin):
@@ -60,6 +64,8 @@ class PromptEncoder(ModelMixin, ConfigMixin):
         projection_dim: width of the shared space.
         num_labels: size of the multi-hot label vector (``len(CONDITION_LABELS)``).
         logit_scale_init: initial 1/tau, stored as log like CLIP (learnable temperature).
+        adapatch_config: kwargs of ``AdaPatch`` (AdaMatch Eq. 1-4) for adaptive patch tokens; None keeps the
+            fixed ViT patches.
     """
 
     config_name = "config.json"
@@ -72,6 +78,7 @@ class PromptEncoder(ModelMixin, ConfigMixin):
         projection_dim: int = 256,
         num_labels: int = len(CONDITION_LABELS),
         logit_scale_init: float = 1 / 0.07,
+        adapatch_config: dict | None = None,
     ):
         super().__init__()
         vision_kwargs = dict(vision_config or {})
@@ -89,6 +96,8 @@ class PromptEncoder(ModelMixin, ConfigMixin):
             nn.Linear(num_labels, projection_dim), nn.GELU(), nn.Linear(projection_dim, projection_dim)
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
+        # AdaPatch head (AdaMatch): adaptive patches for patch-word matching and keypatch overlays.
+        self.adapatch = AdaPatch(**adapatch_config) if adapatch_config else None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -114,12 +123,13 @@ class PromptEncoder(ModelMixin, ConfigMixin):
         return images * 2.0 - 1.0
 
     def encode_image(self, images: torch.Tensor) -> PromptEmbedding:
-        """P_X: images (B,1,H,W) in [0,1] -> pooled h_X and patch tokens in the shared space."""
-        out = self.image_encoder(pixel_values=self.prepare_images(images).to(self.dtype))
+        """P_X: images (B,1,H,W) in [0,1] -> pooled h_X and patch tokens (adaptive ones with AdaPatch)."""
+        pixels, patches, out = vit_patch_tokens(self, images)
         pooled = F.normalize(out.image_embeds, dim=-1)
-        patches = out.last_hidden_state[:, 1:]  # drop CLS
-        tokens = self.image_encoder.visual_projection(self.image_encoder.vision_model.post_layernorm(patches))
-        return PromptEmbedding(pooled=pooled, tokens=tokens)
+        if self.adapatch is not None:
+            ada = self.adapatch(patches, pixels)
+            return PromptEmbedding(pooled=pooled, tokens=ada.embeddings, boxes=ada.boxes)
+        return PromptEmbedding(pooled=pooled, tokens=self.image_encoder.visual_projection(patches))
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PromptEmbedding:
         """P_R: token ids (B,T<=77) -> pooled h_R (at the end-of-text token) and word tokens."""
@@ -138,9 +148,9 @@ class PromptEncoder(ModelMixin, ConfigMixin):
         return PromptEmbedding(pooled=pooled, tokens=pooled[:, None])
 
     # ------------------------------------------------------------------ loss
-    def contrastive_loss(self, h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
+    def contrastive_loss(self, h_a: torch.Tensor, h_b: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """CL_AB = L_{A,B} + L_{B,A} (Eq. 1) with the learnable temperature tau = 1/exp(logit_scale)."""
-        return info_nce(h_a, h_b, self.logit_scale.exp().clamp(max=100.0))
+        return info_nce(h_a, h_b, self.logit_scale.exp().clamp(max=100.0), targets)
 
     # ------------------------------------------------------------------ initialisation from CLIP
     @classmethod

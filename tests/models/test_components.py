@@ -44,7 +44,14 @@ def test_paper_configuration_counts_on_meta_device():
     assert counts["unet_frontal"] == counts["unet_lateral"]
     assert 855e6 < counts["unet_frontal"] < 865e6
     assert 83e6 < counts["vae"] < 84e6
-    assert 420e6 < counts["prompt_encoder"] < 435e6
+    from codixr.models.adapatch import AdaPatch, adapatch_config
+    from codixr.models.configs import get_config
+
+    pe_cfg = get_config("paper")["prompt_encoder"]
+    with torch.device("meta"):
+        head = AdaPatch(**adapatch_config(pe_cfg["vision_config"], pe_cfg["projection_dim"], **pe_cfg["adapatch"]))
+    clip_towers = counts["prompt_encoder"] - sum(p.numel() for p in head.parameters())
+    assert 420e6 < clip_towers < 435e6  # CLIP ViT-L/14 + 12-layer text tower (+ label encoder)
     table = parameter_table("paper")
     assert "6.77B" in table and "1.77B" in table
 

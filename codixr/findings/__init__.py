@@ -27,6 +27,13 @@ _LAZY = {
     "XRVClassifier": "codixr.findings.classifier",
     "ClassifierUnavailable": "codixr.findings.classifier",
     "to_xrv_input": "codixr.findings.classifier",
+    "zero_shot_scores": "codixr.findings.zero_shot",
+    "keypatches": "codixr.findings.keypatches",
+    "KeypatchResult": "codixr.findings.keypatches",
+    "load_codebook": "codixr.findings.codebook",
+    "build_codebook": "codixr.findings.codebook",
+    "Codebook": "codixr.findings.codebook",
+    "draw_keypatches": "codixr.findings.overlay",
     "findings_chart": "codixr.findings.plots",
     "figure_to_image": "codixr.findings.plots",
 }

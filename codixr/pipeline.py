@@ -34,11 +34,61 @@ from codixr.errors import (
 )
 from codixr.modality import CONDITION_LABELS, Modality, parse_labels
 
+# The component classes a model package names in model_index.json; diffusers only loads from modules
+# that are already imported.
+from codixr.models import environment as _environment  # noqa: F401
+from codixr.models import prompt_encoder as _prompt_encoder  # noqa: F401
+from codixr.models import text_unet as _text_unet  # noqa: F401
+from codixr.models import text_vae as _text_vae  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "assets" / "codixr-default"
 SCHEDULERS = ("dpm++", "ddim", "ddpm")
 _SEED_OFFSETS = {Modality.FRONTAL: 0, Modality.LATERAL: 1, Modality.REPORT: 2}
+
+
+def denoise_latents(
+    flows: dict[Any, torch.nn.Module],
+    latents: dict[Any, torch.Tensor],
+    context: torch.Tensor,
+    schedulers: dict[Any, SchedulerMixin],
+    guidance_scale: float = 1.0,
+    generators: dict[Any, torch.Generator | None] | None = None,
+    environments: dict[Any, torch.nn.Module] | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> dict[Any, torch.Tensor]:
+    """The reverse diffusion of one or several flows in lock-step (schedulers already ``set_timesteps``).
+
+    ``context`` is the cross-attention condition, with the unconditional half first when
+    ``guidance_scale > 1`` (classifier-free guidance). With ``environments`` (one environment encoder V per
+    flow), every flow's QKV layers attend at each step to the V(z_t) tokens of the other flows, computed from
+    the latents before that step (Sec. III.C). Returns the final latents per flow.
+    """
+    do_cfg = guidance_scale > 1.0
+    names = list(flows)
+    timesteps = schedulers[names[0]].timesteps
+    generators = generators or {}
+    latents = dict(latents)
+    for i, t in enumerate(timesteps):
+        environment = {}
+        if environments and len(names) > 1:
+            environment = {m: environments[m](schedulers[m].scale_model_input(latents[m], t))[0] for m in names}
+        for m in names:
+            model_input = schedulers[m].scale_model_input(latents[m], t)
+            model_input = torch.cat([model_input] * 2) if do_cfg else model_input
+            kwargs = None
+            if environment:
+                others = torch.cat([environment[o] for o in names if o != m], dim=1)
+                kwargs = {"environment": torch.cat([others] * 2) if do_cfg else others}
+            eps = flows[m](model_input, t, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
+            if do_cfg:
+                eps_uncond, eps_cond = eps.chunk(2)
+                eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+            latents[m] = schedulers[m].step(eps, t, latents[m], generator=generators.get(m)).prev_sample
+        if callback is not None:
+            callback(i + 1, len(timesteps))
+    return latents
 
 
 @dataclass
@@ -351,7 +401,6 @@ class CoDiXRPipeline(DiffusionPipeline):
         for m in wanted:
             schedulers[m] = self.make_scheduler(scheduler)
             schedulers[m].set_timesteps(num_inference_steps, device=self.device)
-        timesteps = schedulers[wanted[0]].timesteps
 
         # 4. Prepare latents
         generators = {m: (torch.Generator("cpu").manual_seed(seed + _SEED_OFFSETS[m]) if seed is not None else None)
@@ -366,30 +415,16 @@ class CoDiXRPipeline(DiffusionPipeline):
             latents[m] = randn_tensor(shape, generator=generators[m], device=self.device, dtype=cond.dtype)
             latents[m] = latents[m] * schedulers[m].init_noise_sigma
 
-        # 5. Denoising loop
-        with self.progress_bar(total=len(timesteps)) as progress:
-            for i, t in enumerate(timesteps):
-                environment = {}
-                if joint:  # V_m(z_t) of every flow, from the latents before this step
-                    for m in wanted:
-                        env = getattr(self, f"environment_{m.value}")
-                        environment[m] = env(schedulers[m].scale_model_input(latents[m], t))[0]
-                for m in wanted:
-                    model_input = schedulers[m].scale_model_input(latents[m], t)
-                    model_input = torch.cat([model_input] * 2) if do_cfg else model_input
-                    kwargs = None
-                    if joint:
-                        others = torch.cat([environment[o] for o in wanted if o is not m], dim=1)
-                        kwargs = {"environment": torch.cat([others] * 2) if do_cfg else others}
-                    eps = self.flow(m)(model_input, t, encoder_hidden_states=context,
-                                       cross_attention_kwargs=kwargs).sample
-                    if do_cfg:
-                        eps_uncond, eps_cond = eps.chunk(2)
-                        eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-                    latents[m] = schedulers[m].step(eps, t, latents[m], generator=generators[m]).prev_sample
+        # 5. Denoising loop (joint flows attend to each other's V(z_t) through their QKV layers)
+        environments = {m: getattr(self, f"environment_{m.value}") for m in wanted} if joint else None
+        with self.progress_bar(total=num_inference_steps) as progress:
+            def on_step(i: int, n: int) -> None:
                 progress.update()
                 if callback is not None:
-                    callback(i + 1, len(timesteps))
+                    callback(i, n)
+
+            latents = denoise_latents({m: self.flow(m) for m in wanted}, latents, context, schedulers,
+                                      guidance_scale, generators, environments, on_step)
 
         # 6. Decode
         result: dict[str, Any] = {}

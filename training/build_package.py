@@ -1,0 +1,146 @@
+"""Assemble the trained components of every stage into one model package folder, with its model card.
+
+    python -m training.build_package --config small --out assets/codixr-default
+
+The package is a diffusers-style folder (``model_index.json``, one subfolder per component with
+``config.json`` + safetensors, the tokenizer) loadable with ``CoDiXRPipeline.from_pretrained(folder)``.
+Weights are stored as float16 by default (loaded back as float32 on the CPU). The model card
+(``README.md``) lists the data, each stage's steps, wall time and hardware, the validation numbers the
+stages measured, the evaluation results when ``<run>/evaluation/results.md`` exists, limitations and licences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import PreTrainedTokenizerFast
+
+from codixr.models.configs import SD_SCHEDULER
+from codixr.models.environment import CrossModalAttention, EnvironmentEncoder
+from codixr.models.prompt_encoder import PromptEncoder
+from codixr.models.text_unet import TextUNet
+from codixr.models.text_vae import OptimusTextVAE
+from codixr.pipeline import CoDiXRPipeline
+from training.common import REPO, load_config, load_done, run_dir
+
+logger = logging.getLogger("training.build_package")
+
+STAGES = ("stage1_align", "stage2_vae", "stage2_unet_frontal", "stage2_unet_lateral", "stage2_text_vae",
+          "stage2_text_unet", "stage3_joint_FL", "stage3_joint_FR")
+
+DATA_AND_LICENCES = """\
+- **Images**: RSNA Pneumonia Detection Challenge (1,350 frontal radiographs, research and non-commercial use,
+  cite RSNA/NIH); the COVID-19 image data collection (Cohen et al., 2020; frontal and the only lateral views,
+  with clinical notes; per-image licences CC BY, CC BY-SA, CC BY-NC-SA, Apache 2.0 or unspecified, including
+  non-commercial share-alike parts); NIH ChestX-ray14 at 64 px (stage 1 only; public, Wang et al., 2017).
+- **Reports**: Indiana University chest X-ray collection / OpenI impressions with their MeSH labels, as shipped
+  inside torchxrayvision (CC BY-NC-ND 4.0).
+- Because of this mix, the weights are for **non-commercial research use**; derived outputs should carry the
+  same notices. Nothing synthetic or invented was used for training."""
+
+LIMITATIONS = """\
+- **Not a medical device.** Outputs are synthetic and must never be used for diagnosis.
+- **Thin data.** A few thousand real images and ~3.5k impressions instead of MIMIC-CXR's 150k triplets. Lateral
+  views are very few (the lateral UNet is the frontal one fine-tuned on them), and studies with both views even
+  fewer, so frontal-lateral consistency (stage 3 F-L) rests on a few dozen pairs.
+- **No real image-impression pairs.** The IU reports come without images here, and the COVID collection's notes
+  are case descriptions, not impressions. Images and impressions meet in the shared space through diagnosis
+  labels (CoDi's bridging alignment), so X-ray to report generation follows the labels an image evokes rather
+  than reading fine detail.
+- **Small and fast.** The `small` configuration (16x16x8 image latents, 128-d text latents) is sized for a
+  2-core CPU; images are blurrier and reports more formulaic than the paper's 6.77B-parameter model."""
+
+
+def assemble(root: Path) -> CoDiXRPipeline:
+    """A pipeline from the ``final/`` folders of a run's finished stages."""
+    s1 = load_done(root / "stage1_align", "Stage 1")
+    fl, fr = root / "stage3_joint_FL" / "final", root / "stage3_joint_FR" / "final"
+    joint = {}
+    if (root / "stage3_joint_FR" / "DONE.json").is_file() and (root / "stage3_joint_FL" / "DONE.json").is_file():
+        for name, folder in (("frontal", fl), ("lateral", fl), ("report", fr)):
+            joint[f"environment_{name}"] = EnvironmentEncoder.from_pretrained(folder / f"environment_{name}")
+            joint[f"cross_attention_{name}"] = CrossModalAttention.from_pretrained(folder / f"cross_attention_{name}")
+    else:
+        logger.warning("stage 3 is not finished: the package will generate several outputs independently")
+    return CoDiXRPipeline(
+        prompt_encoder=PromptEncoder.from_pretrained(s1 / "prompt_encoder"),
+        tokenizer=PreTrainedTokenizerFast.from_pretrained(s1 / "tokenizer"),
+        vae=AutoencoderKL.from_pretrained(load_done(root / "stage2_vae", "Stage 2a") / "vae"),
+        unet_frontal=UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_frontal", "G_F") / "unet_frontal"),
+        unet_lateral=UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_lateral", "G_L") / "unet_lateral"),
+        text_vae=OptimusTextVAE.from_pretrained(load_done(root / "stage2_text_vae", "Stage 2c") / "text_vae"),
+        text_unet=TextUNet.from_pretrained(load_done(root / "stage2_text_unet", "G_R") / "text_unet"),
+        scheduler=DDPMScheduler(**SD_SCHEDULER),
+        **joint,
+    )
+
+
+def model_card(config: dict, root: Path, out: Path) -> str:
+    rows = ["| stage | steps | batch | lr | wall time | hardware | final loss |", "|---|---:|---:|---:|---:|---|---:|"]
+    total = 0.0
+    details = []
+    for stage in STAGES:
+        path = root / stage / "DONE.json"
+        if not path.is_file():
+            rows.append(f"| {stage} | not run | | | | | |")
+            continue
+        d = json.loads(path.read_text())
+        total += d["seconds"]
+        loss = d.get("final_metrics", {}).get("loss")
+        rows.append(f"| {stage} | {d['steps']} | {d['batch_size']} | {d['learning_rate']:g} | "
+                    f"{d['seconds'] / 60:.1f} min | {d['hardware']} | {loss if loss is not None else '—'} |")
+        extra = {k: v for k, v in d.items() if k not in ("stage", "steps", "batch_size", "learning_rate", "seconds",
+                                                          "hardware", "final_metrics", "weight_decay", "processes",
+                                                          "device", "mixed_precision")}
+        details.append(f"- `{stage}`: " + json.dumps(extra))
+    size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+    evaluation = root / "evaluation" / "results.md"
+    benchmark = out / "benchmark.json"
+    parts = [
+        "---", "license: other", "library_name: diffusers", "tags: [chest-x-ray, any-to-any, codi-xr, medical]", "---", "",
+        f"# CoDiXR `{config['model']}` — any-to-any chest X-ray and report impression model", "",
+        "Generates frontal and lateral chest X-rays (256x256) and report impressions from any subset of them "
+        "(and/or diagnosis labels), after CoDi-XR (Molino et al.). Load it with "
+        "`CoDiXRPipeline.from_pretrained(path)`.", "",
+        "## Training data and licences", "", DATA_AND_LICENCES, "",
+        "## Training", "", *rows, "", f"Total wall time: {total / 3600:.2f} h. Package size on disk: {size_mb:.1f} MB "
+        "(float16 safetensors).", "", "Per-stage details (sample counts, validation numbers measured by the stage):", "",
+        *details, "",
+    ]
+    if benchmark.is_file():
+        b = json.loads(benchmark.read_text())
+        parts += ["## Speed", "", f"Measured with `python -m bench.pipeline`: {json.dumps(b)}", ""]
+    if evaluation.is_file():
+        parts += ["## Evaluation", "", evaluation.read_text(), ""]
+    parts += ["## Limitations", "", LIMITATIONS, ""]
+    return "\n".join(parts)
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="small")
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--out", default=None, help="default: assets/codixr-default for small, else <run>/package")
+    parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = load_config(args.config)
+    root = run_dir(config, args.run_dir)
+    out = Path(args.out or (REPO / "assets" / "codixr-default" if config["name"] == "small" else root / "package"))
+    pipe = assemble(root)
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.to(getattr(torch, args.dtype)).save_pretrained(out)
+    (out / "README.md").write_text(model_card(config, root, out), encoding="utf-8")
+    logger.info("model package written to %s", out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Stage 3 — cross-modal alignment for joint generation (paper Sec. III.C, Fig. 2c, Eq. 3–5).
+
+    python -m training.stage3_joint --pair FL --config small     # L_FL = L_D^F + L_D^L + CL_FL
+    python -m training.stage3_joint --pair FR --config small     # L_FR = L_D^F + L_D^R + CL_FR, G_F frozen
+
+Only the environment encoders V and the cross-attention QKV layers train; the UNets, VAEs and prompt
+encoders stay frozen. FL trains V_F, V_L, QKV_F, QKV_L on studies that have both views; FR then keeps all of
+G_F frozen (its V_F and QKV_F included, as in the paper) and trains V_R and QKV_R on images paired with a
+report text. Both flows of a sample share its timestep. The condition is the sample's labels or text
+embedding (the paper uses the report, P(I_R), for FL and the lateral view, P(I_L), for FR).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+from codixr.models.configs import SD_SCHEDULER, build_joint_components, get_config
+from codixr.models.environment import CrossModalAttention, EnvironmentEncoder
+from codixr.models.objectives import Flow, joint_diffusion_loss
+from codixr.models.text_unet import TextUNet
+from codixr.models.text_vae import OptimusTextVAE
+from training.common import StageSpec, load_config, load_done, run_dir, stage_args, train_stage
+from training.conditions import ConditionBank, embed_labels, embed_texts
+from training.data import TrainingData
+from training.stage2_text import tokenize_for_vae
+from training.stage2_unet import encode_latents, load_frozen
+
+logger = logging.getLogger("training.stage3")
+
+
+class JointModule(torch.nn.Module):
+    """The flows of one pair; V and QKV of the trainable flows are the only parameters with gradients."""
+
+    def __init__(self, unets: dict, environments: dict, attentions: dict, latents: dict, scale: dict, bank, dropout):
+        super().__init__()
+        self.unets = torch.nn.ModuleDict(unets)
+        self.environments = torch.nn.ModuleDict(environments)
+        self.attentions = torch.nn.ModuleDict(attentions)
+        for name, qkv in attentions.items():
+            qkv.attach(unets[name])
+        self.latents, self.scale, self.bank, self.dropout = latents, scale, bank, dropout
+        self.scheduler = DDPMScheduler(**SD_SCHEDULER)
+
+    def forward(self, batch, generator=None):
+        idx = batch["indices"]
+        device = next(self.environments.parameters()).device
+        cond = self.bank.sample(idx, generator, self.dropout).to(device)
+        flows = {}
+        for name in self.unets:
+            mean, std = self.latents[name]
+            z = mean[idx] + (std[idx] * torch.randn(mean[idx].shape, generator=generator) if std is not None else 0)
+            flows[name] = Flow(self.unets[name], (z * self.scale[name]).to(device), cond, self.environments[name])
+        return joint_diffusion_loss(flows, self.scheduler, generator)
+
+
+def main(argv=None) -> dict:
+    args = stage_args(__doc__, lambda p: p.add_argument("--pair", choices=("FL", "FR"), required=True), argv)
+    config = load_config(args.config)
+    root = run_dir(config, args.run_dir)
+    stage = f"stage3_joint_{args.pair}"
+    spec = StageSpec.from_config(stage, config["stages"][stage], args)
+    torch.manual_seed(spec.seed)
+    data = TrainingData(config, root, args.data_dir, args.limit)
+    pe, tokenizer, vae = load_frozen(root)
+    model_cfg = get_config(config["model"])
+    unet_f = UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_frontal", "G_F") / "unet_frontal")
+    frozen = {"frontal": unet_f}
+    if args.pair == "FL":
+        pairs = data.paired_views("train")
+        frozen["lateral"] = UNet2DConditionModel.from_pretrained(
+            load_done(root / "stage2_unet_lateral", "G_L") / "unet_lateral")
+        fronts, others = [p[0] for p in pairs], [p[1] for p in pairs]
+        texts = [f.text for f in fronts]
+    else:
+        fronts = [it for it in data.image_items("train", views=("frontal",)) if it.text]
+        texts = [it.text for it in fronts]
+        frozen["report"] = TextUNet.from_pretrained(load_done(root / "stage2_text_unet", "G_R") / "text_unet")
+        text_vae = OptimusTextVAE.from_pretrained(load_done(root / "stage2_text_vae", "text VAE") / "text_vae")
+    if not fronts:
+        raise RuntimeError(f"{stage}: no training pairs for {args.pair}")
+    for unet in frozen.values():
+        unet.eval().requires_grad_(False)
+    logger.info("%s: %d training pairs", stage, len(fronts))
+
+    # latents of both flows (mean, std of q(z|x) for images; posterior mean for reports)
+    latents = {"frontal": encode_latents(vae, lambda idx: data.images(fronts, list(idx)), len(fronts))}
+    scale = {"frontal": vae.config.scaling_factor}
+    if args.pair == "FL":
+        latents["lateral"] = encode_latents(vae, lambda idx: data.images(others, list(idx)), len(others))
+        scale["lateral"] = vae.config.scaling_factor
+    else:
+        with torch.no_grad():
+            enc = tokenize_for_vae(tokenizer, texts, text_vae.config.max_length)
+            latents["report"] = (text_vae.encode(enc["input_ids"], enc["attention_mask"])[0], None)
+        scale["report"] = text_vae.config.scaling_factor
+
+    # conditions: labels or text of the study
+    has_labels = np.array([it.has_labels for it in fronts])
+    h_lab = embed_labels(pe, np.stack([it.labels for it in fronts]), has_labels)
+    h_txt, has_txt = embed_texts(pe, tokenizer, texts)
+    if not (has_labels | has_txt).all():
+        keep = has_labels | has_txt
+        raise RuntimeError(f"{stage}: {int((~keep).sum())} pairs have neither labels nor text to condition on")
+    bank = ConditionBank([h_lab, h_txt], [has_labels, has_txt], ["labels", "text"])
+
+    # V and QKV: FL starts fresh; FR reuses the frozen V_F/QKV_F of FL and trains those of the report flow
+    fresh = build_joint_components({"unet_frontal": unet_f, "unet_lateral": frozen.get("lateral", unet_f),
+                                    "text_unet": frozen.get("report") or TextUNet(**model_cfg["text_unet"])}, model_cfg)
+    environments, attentions = {}, {}
+    if args.pair == "FL":
+        for name in ("frontal", "lateral"):
+            environments[name], attentions[name] = fresh[f"environment_{name}"], fresh[f"cross_attention_{name}"]
+    else:
+        fl = load_done(root / "stage3_joint_FL", "Stage 3 F<->L")
+        environments["frontal"] = EnvironmentEncoder.from_pretrained(fl / "environment_frontal").requires_grad_(False)
+        attentions["frontal"] = CrossModalAttention.from_pretrained(fl / "cross_attention_frontal").requires_grad_(False)
+        environments["report"], attentions["report"] = fresh["environment_report"], fresh["cross_attention_report"]
+    module = JointModule(frozen, environments, attentions, latents, scale, bank, float(spec.extra.get("condition_dropout", 0.1)))
+    trained = [n for n in environments if any(p.requires_grad for p in environments[n].parameters())]
+
+    def batch_fn(indices, generator):
+        return {"indices": indices}
+
+    def save_fn(module, final: Path):
+        for name in trained:
+            module.environments[name].save_pretrained(final / f"environment_{name}")
+            module.attentions[name].save_pretrained(final / f"cross_attention_{name}")
+
+    info = {"pairs": len(fronts), "trained": [f"V_{n}, QKV_{n}" for n in trained], "condition_kinds": bank.names}
+    return train_stage(spec, root / stage, module, len(fronts), batch_fn, save_fn, info=info)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,14 @@ _LAZY = {
     "read_xray": "codixr.io",
     "XRay": "codixr.io",
     "XRayReadError": "codixr.io",
+    "classify": "codixr.findings",
+    "classify_all": "codixr.findings",
+    "keypatches": "codixr.findings",
+    "Findings": "codixr.findings",
+    "load_mimic_cxr": "codixr.data",
+    "load_iu_xray": "codixr.data",
+    "load_public_cxr": "codixr.data",
+    "StudyDataset": "codixr.data",
 }
 
 __all__ = ["Modality", "PATHOLOGIES", "CONDITION_LABELS", "NO_FINDING", "CoDiXRError", "InputError", *_LAZY]

@@ -298,6 +298,34 @@ def _hardware(accelerator) -> str:
     return f"{accelerator.num_processes} x CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
+@dataclass
+class StageContext:
+    """What every stage starts from: its arguments, configuration, run folder, spec and data."""
+
+    args: argparse.Namespace
+    config: dict[str, Any]
+    root: Path
+    stage: str
+    spec: StageSpec
+    data: Any
+
+
+def prepare_stage(description: str, stage: str | Callable[[argparse.Namespace], str],
+                  extra: Callable[[argparse.ArgumentParser], None] | None = None,
+                  argv: Sequence[str] | None = None) -> StageContext:
+    """Parse the stage's command line, load its configuration and data, and seed torch."""
+    from training.data import TrainingData
+
+    args = stage_args(description, extra, argv)
+    config = load_config(args.config)
+    root = run_dir(config, args.run_dir)
+    name = stage(args) if callable(stage) else stage
+    spec = StageSpec.from_config(name, config["stages"][name], args)
+    torch.manual_seed(spec.seed)
+    data = TrainingData(config, root, args.data_dir, args.limit)
+    return StageContext(args, config, root, name, spec, data)
+
+
 def load_done(stage_dir: Path, what: str) -> Path:
     """The ``final/`` folder of a finished stage, or a clear error naming the stage to run first."""
     if not stage_done(stage_dir):

@@ -24,7 +24,7 @@ import torch
 from codixr.models.adapatch import content_word_mask, patch_word_loss, special_token_ids
 from codixr.models.configs import build_prompt_encoder, get_config
 from codixr.models.tokenizer import train_report_tokenizer
-from training.common import StageSpec, load_config, run_dir, stage_args, train_stage
+from training.common import prepare_stage, train_stage
 from training.data import TrainingData, labels_multi_hot
 
 logger = logging.getLogger("training.stage1")
@@ -89,13 +89,10 @@ def get_tokenizer(config: dict, out: Path, data: TrainingData):
 
 
 def main(argv=None) -> dict:
-    args = stage_args(__doc__, argv=argv)
-    config = load_config(args.config)
-    root = run_dir(config, args.run_dir)
-    data = TrainingData(config, root, args.data_dir, args.limit)
+    ctx = prepare_stage(__doc__, STAGE, argv=argv)
+    config, root, spec, data = ctx.config, ctx.root, ctx.spec, ctx.data
     tokenizer = get_tokenizer(config, root / "tokenizer", data)
-    spec = StageSpec.from_config(STAGE, config["stages"][STAGE], args)
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)  # the model's initialisation does not depend on whether the tokenizer was cached
     model_cfg = get_config(config["model"])
     if not spec.extra.get("adapatch", True):  # the switch: train without the AdaPatch head (Table 5 ablation)
         model_cfg["prompt_encoder"].pop("adapatch", None)

@@ -25,9 +25,9 @@ from codixr.models.objectives import diffusion_loss, text_vae_loss
 from codixr.models.text_unet import TextUNet
 from codixr.models.text_vae import OptimusTextVAE
 from codixr.pipeline import denoise_latents
-from training.common import StageSpec, load_config, load_done, run_dir, stage_args, train_stage
+from training.common import StageContext, load_done, prepare_stage, train_stage
 from training.conditions import ConditionBank, embed_labels, embed_texts
-from training.data import TrainingData, labels_multi_hot
+from training.data import labels_multi_hot
 from training.samples import save_texts
 from training.stage1_align import get_tokenizer
 
@@ -73,10 +73,8 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().replace(".", " . ").replace(",", " , ").split())
 
 
-def run_vae(args, config, root: Path, data: TrainingData) -> dict:
-    stage = "stage2_text_vae"
-    spec = StageSpec.from_config(stage, config["stages"][stage], args)
-    torch.manual_seed(spec.seed)
+def run_vae(ctx: StageContext) -> dict:
+    config, root, stage, spec, data = ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
     tokenizer = get_tokenizer(config, root / "tokenizer", data)
     cfg = get_config(config["model"])["text_vae"]
     text_vae = OptimusTextVAE(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -138,13 +136,11 @@ def report_condition_bank(pe, tokenizer, studies) -> ConditionBank:
     return ConditionBank([h_txt, h_lab], [has_txt, has_labels], ["text", "labels"])
 
 
-def run_unet(args, config, root: Path, data: TrainingData) -> dict:
+def run_unet(ctx: StageContext) -> dict:
     from codixr.models.prompt_encoder import PromptEncoder
     from transformers import PreTrainedTokenizerFast
 
-    stage = "stage2_text_unet"
-    spec = StageSpec.from_config(stage, config["stages"][stage], args)
-    torch.manual_seed(spec.seed)
+    config, root, stage, spec, data = ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
     stage1 = load_done(root / "stage1_align", "Stage 1 (prompt encoders)")
     pe = PromptEncoder.from_pretrained(stage1 / "prompt_encoder").eval().requires_grad_(False)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(stage1 / "tokenizer")
@@ -183,11 +179,9 @@ def run_unet(args, config, root: Path, data: TrainingData) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = stage_args(__doc__, lambda p: p.add_argument("--part", choices=("vae", "unet"), required=True), argv)
-    config = load_config(args.config)
-    root = run_dir(config, args.run_dir)
-    data = TrainingData(config, root, args.data_dir, args.limit)
-    return (run_vae if args.part == "vae" else run_unet)(args, config, root, data)
+    ctx = prepare_stage(__doc__, lambda a: f"stage2_text_{a.part}",
+                        lambda p: p.add_argument("--part", choices=("vae", "unet"), required=True), argv)
+    return (run_vae if ctx.args.part == "vae" else run_unet)(ctx)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from codixr.models.configs import SD_SCHEDULER, get_config
 from codixr.models.objectives import diffusion_loss
 from codixr.models.prompt_encoder import PromptEncoder
 from codixr.pipeline import denoise_latents
-from training.common import StageSpec, load_config, load_done, run_dir, stage_args, train_stage
+from training.common import load_done, prepare_stage, train_stage
 from training.conditions import ConditionBank, embed_images, embed_labels, embed_texts
 from training.data import GENERATION_SOURCES, TrainingData
 from training.samples import save_image_grid
@@ -90,13 +90,9 @@ def image_condition_bank(pe, tokenizer, data: TrainingData, items) -> ConditionB
 
 
 def main(argv=None) -> dict:
-    args = stage_args(__doc__, lambda p: p.add_argument("--view", choices=("frontal", "lateral"), required=True), argv)
-    config = load_config(args.config)
-    root = run_dir(config, args.run_dir)
-    stage = f"stage2_unet_{args.view}"
-    spec = StageSpec.from_config(stage, config["stages"][stage], args)
-    torch.manual_seed(spec.seed)
-    data = TrainingData(config, root, args.data_dir, args.limit)
+    ctx = prepare_stage(__doc__, lambda a: f"stage2_unet_{a.view}",
+                        lambda p: p.add_argument("--view", choices=("frontal", "lateral"), required=True), argv)
+    args, config, root, stage, spec, data = ctx.args, ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
     pe, tokenizer, vae = load_frozen(root)
     items = data.image_items("train", views=(args.view,), sources=GENERATION_SOURCES)
     if not items:

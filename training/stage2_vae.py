@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL
 
 from codixr.models.configs import get_config
 from codixr.models.objectives import vae_loss
-from training.common import StageSpec, load_config, run_dir, stage_args, train_stage
+from training.common import prepare_stage, train_stage
 from training.data import GENERATION_SOURCES, TrainingData
 from training.samples import save_image_grid
 
@@ -62,12 +62,8 @@ def measure_scaling_factor(vae, data: TrainingData, items, n: int = 256) -> floa
 
 
 def main(argv=None) -> dict:
-    args = stage_args(__doc__, lambda p: p.add_argument("--init", default=None, help="a VAE folder or hub id"), argv)
-    config = load_config(args.config)
-    root = run_dir(config, args.run_dir)
-    data = TrainingData(config, root, args.data_dir, args.limit)
-    spec = StageSpec.from_config(STAGE, config["stages"][STAGE], args)
-    torch.manual_seed(spec.seed)
+    ctx = prepare_stage(__doc__, STAGE, lambda p: p.add_argument("--init", default=None, help="a VAE folder or hub id"), argv)
+    args, config, root, spec, data = ctx.args, ctx.config, ctx.root, ctx.spec, ctx.data
     vae = vae_from(args.init or spec.extra.get("init"), get_config(config["model"])["vae"])
     items = data.image_items("train", sources=GENERATION_SOURCES)
     val = data.image_items("validate", sources=GENERATION_SOURCES)[:8]

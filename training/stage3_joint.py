@@ -24,9 +24,8 @@ from codixr.models.environment import CrossModalAttention, EnvironmentEncoder
 from codixr.models.objectives import Flow, joint_diffusion_loss
 from codixr.models.text_unet import TextUNet
 from codixr.models.text_vae import OptimusTextVAE
-from training.common import StageSpec, load_config, load_done, run_dir, stage_args, train_stage
+from training.common import load_done, prepare_stage, train_stage
 from training.conditions import ConditionBank, embed_labels, embed_texts
-from training.data import TrainingData
 from training.stage2_text import tokenize_for_vae
 from training.stage2_unet import encode_latents, load_frozen
 
@@ -59,13 +58,9 @@ class JointModule(torch.nn.Module):
 
 
 def main(argv=None) -> dict:
-    args = stage_args(__doc__, lambda p: p.add_argument("--pair", choices=("FL", "FR"), required=True), argv)
-    config = load_config(args.config)
-    root = run_dir(config, args.run_dir)
-    stage = f"stage3_joint_{args.pair}"
-    spec = StageSpec.from_config(stage, config["stages"][stage], args)
-    torch.manual_seed(spec.seed)
-    data = TrainingData(config, root, args.data_dir, args.limit)
+    ctx = prepare_stage(__doc__, lambda a: f"stage3_joint_{a.pair}",
+                        lambda p: p.add_argument("--pair", choices=("FL", "FR"), required=True), argv)
+    args, config, root, stage, spec, data = ctx.args, ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
     pe, tokenizer, vae = load_frozen(root)
     model_cfg = get_config(config["model"])
     unet_f = UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_frontal", "G_F") / "unet_frontal")

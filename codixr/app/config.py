@@ -1,0 +1,112 @@
+"""The app's settings: command-line arguments over environment variables over defaults.
+
+| setting           | argument              | environment variable          | default                               |
+|-------------------|-----------------------|-------------------------------|---------------------------------------|
+| model package     | ``--model``           | ``CODIXR_MODEL``              | bundled ``assets/codixr-default``     |
+| host              | ``--host``            | ``GRADIO_SERVER_NAME``        | ``127.0.0.1``                         |
+| port              | ``--port``            | ``GRADIO_SERVER_PORT``        | ``7860``                              |
+| device            | ``--device``          | ``CODIXR_DEVICE``             | ``cuda`` when available, else ``cpu`` |
+| generations at once | ``--concurrency``   | ``CODIXR_APP_CONCURRENCY``    | ``1``                                 |
+| waiting requests  | ``--queue-size``      | ``CODIXR_APP_QUEUE_SIZE``     | ``16``                                |
+| reader study: real images | ``--reader-real-dir`` | ``CODIXR_READER_REAL_DIR`` | none (the tab says how to set it) |
+| reader study: database | ``--reader-db``      | ``CODIXR_READER_DB``          | see ``default_reader_db``   |
+| reader study: reader codes | ``--reader-codes`` | ``CODIXR_READER_CODES=1`` | off (no reader field at all)          |
+| reader study: images per class | ``--reader-images`` | ``CODIXR_READER_IMAGES`` | ``10``                        |
+| one-click examples | ``--examples-dir``   | ``CODIXR_EXAMPLES``           | ``assets/examples``                   |
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from codixr.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+def default_reader_db(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/codixr/reader-study.sqlite`` (``~/.local/share`` when XDG_DATA_HOME is unset)."""
+    environ = os.environ if environ is None else environ
+    base = Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "codixr" / "reader-study.sqlite"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the app needs to know at start-up (see the module docstring for where each comes from)."""
+
+    model: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    device: str | None = None
+    concurrency: int = 1
+    queue_size: int = 16
+    max_file_size_mb: int = 200
+    reader_real_dir: Path | None = None
+    reader_db: Path | None = None
+    reader_codes: bool = False
+    reader_images: int = 10
+    reader_steps: int = 20
+    examples_dir: Path = DEFAULT_EXAMPLES_DIR
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise InputError(f"The port must be between 1 and 65535, not {self.port}.")
+        if self.concurrency < 1 or self.queue_size < 1 or self.reader_images < 1 or self.reader_steps < 1:
+            raise InputError("concurrency, queue size, reader images and reader steps must each be at least 1.")
+
+    @property
+    def reader_db_path(self) -> Path:
+        return Path(self.reader_db) if self.reader_db else default_reader_db()
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> "AppConfig":
+        """Read the settings from command-line arguments (``argv``) and environment variables (``environ``)."""
+        env = os.environ if environ is None else environ
+        parser = argparse.ArgumentParser(prog="app.py", description="CoDiXR Studio: any-to-any chest X-ray app.")
+        parser.add_argument("--model", default=env.get("CODIXR_MODEL") or None,
+                            help="model package folder or hub id (default: $CODIXR_MODEL or the bundled default)")
+        parser.add_argument("--host", default=env.get("GRADIO_SERVER_NAME") or DEFAULT_HOST)
+        parser.add_argument("--port", type=int, default=_int(env, "GRADIO_SERVER_PORT", DEFAULT_PORT))
+        parser.add_argument("--device", default=env.get("CODIXR_DEVICE") or None, help="cpu, cuda, cuda:1, ...")
+        parser.add_argument("--concurrency", type=int, default=_int(env, "CODIXR_APP_CONCURRENCY", 1),
+                            help="generations that may run at once (others wait in the queue)")
+        parser.add_argument("--queue-size", type=int, default=_int(env, "CODIXR_APP_QUEUE_SIZE", 16))
+        parser.add_argument("--reader-real-dir", type=Path, default=_path(env, "CODIXR_READER_REAL_DIR"),
+                            help="folder of real X-rays (DICOM/PNG/JPEG) for the blinded reader study")
+        parser.add_argument("--reader-db", type=Path, default=_path(env, "CODIXR_READER_DB"),
+                            help="SQLite file the reader study writes its answers to")
+        parser.add_argument("--reader-codes", action="store_true",
+                            default=env.get("CODIXR_READER_CODES", "") in ("1", "true", "True", "yes"),
+                            help="ask readers for a pseudonymous reader code and store it with their answers")
+        parser.add_argument("--reader-images", type=int, default=_int(env, "CODIXR_READER_IMAGES", 10),
+                            help="real images per reading session (and as many synthetic ones)")
+        parser.add_argument("--examples-dir", type=Path,
+                            default=_path(env, "CODIXR_EXAMPLES") or DEFAULT_EXAMPLES_DIR)
+        args = parser.parse_args(argv)
+        return cls(model=args.model, host=args.host, port=args.port, device=args.device,
+                   concurrency=args.concurrency, queue_size=args.queue_size,
+                   reader_real_dir=args.reader_real_dir, reader_db=args.reader_db, reader_codes=args.reader_codes,
+                   reader_images=args.reader_images, examples_dir=args.examples_dir)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"{name} must be a whole number, not {value!r}.") from None
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name)
+    return Path(value).expanduser() if value else None

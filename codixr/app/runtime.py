@@ -1,0 +1,171 @@
+"""What the app holds for its whole life: the model (loaded once, lazily), a private temp folder, the self-test."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from codixr.errors import ModelPackageError
+
+logger = logging.getLogger(__name__)
+
+# Modules defining the pipeline's own component classes (named in a package's model_index.json).
+
+
+class ModelService:
+    """The CoDiXR pipeline behind one function: loaded on first use, once, then shared by every request.
+
+    A failed load is not cached: installing the package and clicking again loads it without a restart.
+    """
+
+    def __init__(self, model: str | None = None, device: str | None = None) -> None:
+        self._model = model
+        self._device = device
+        self._pipe = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_path(self) -> str:
+        """The package the pipeline loads: the given one, ``$CODIXR_MODEL``, else the bundled default."""
+        from codixr.pipeline import DEFAULT_MODEL_PATH
+
+        return str(self._model or os.environ.get("CODIXR_MODEL") or DEFAULT_MODEL_PATH)
+
+    @property
+    def model_name(self) -> str:
+        return Path(self.model_path).name or self.model_path
+
+    @property
+    def device(self) -> str:
+        if self._device:
+            return self._device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    def pipeline(self):
+        """The loaded ``CoDiXRPipeline``; raises ``ModelPackageError`` (with what to do) when it cannot load."""
+        if self._pipe is not None:
+            return self._pipe
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = self._load()
+        return self._pipe
+
+    def _load(self):
+        from codixr.pipeline import DEFAULT_MODEL_PATH, CoDiXRPipeline
+
+        path = self.model_path
+        if Path(path) == DEFAULT_MODEL_PATH and not DEFAULT_MODEL_PATH.exists():
+            raise ModelPackageError(
+                f"The bundled default model ({DEFAULT_MODEL_PATH.relative_to(DEFAULT_MODEL_PATH.parents[1])}) is not "
+                "there yet: it has not been trained and packaged. Start the app with --model PATH (or set "
+                "CODIXR_MODEL) to a CoDiXR model package folder.")
+        started = time.perf_counter()
+        pipe = CoDiXRPipeline.from_pretrained(self._model)
+        pipe = pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)  # the app shows its own progress bar
+        logger.info("model package %s loaded on %s in %.1f s", self.model_name, self.device,
+                    time.perf_counter() - started)
+        return pipe
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    """What the start-up self-test found, for the status line."""
+
+    model_ok: bool
+    model: str
+    classifier: str
+    zero_shot: str
+    keypatches: str
+    device: str
+
+    def markdown(self) -> str:
+        """One status line (Markdown) for the top of the app."""
+        model = self.model if self.model_ok else f"**{self.model}**"
+        return (f"**Model:** {model} &nbsp;·&nbsp; **Classifier:** {self.classifier} &nbsp;·&nbsp; "
+                f"**Zero-shot findings:** {self.zero_shot} &nbsp;·&nbsp; **Keypatch overlays:** {self.keypatches}"
+                f" &nbsp;·&nbsp; **Device:** {self.device}")
+
+
+def self_test(service: ModelService) -> SelfTest:
+    """Load the model and check the optional parts, saying plainly what is missing instead of failing later."""
+    try:
+        pipe = service.pipeline()
+        joint = "joint generation" if pipe.has_joint_generation else "no joint generation (outputs made one by one)"
+        model_ok, model = True, f"`{service.model_name}` loaded ({pipe.image_size} px images, {joint})"
+    except ModelPackageError as exc:
+        model_ok, model = False, f"not loaded. {exc} Generation is off until a model package is available."
+    from codixr.findings.classifier import ClassifierUnavailable, load_classifier
+
+    try:
+        classifier = f"{load_classifier('auto', service.device).source} installed"
+    except ClassifierUnavailable:
+        classifier = ("no classifier weights installed (torchxrayvision densenet121-res224-all or the one trained "
+                      "here): image findings come from the model's zero-shot reading only, where available")
+    zero_shot = "available" if _module_exists("codixr.findings.zero_shot") else "not available in this installation"
+    from codixr.app.findings import keypatches_available
+
+    keypatches = "available" if keypatches_available() else "not available for this model package"
+    return SelfTest(model_ok, model, classifier, zero_shot, keypatches, service.device)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+class TempStore:
+    """A private (mode 0700) temp folder for this app process: uploads, unpacked studies, downloads.
+
+    Work folders older than ``max_age_s`` are removed whenever a new one is made; ``cleanup()`` (registered
+    at exit by the launcher) removes everything.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, max_age_s: float = 3600.0) -> None:
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="codixr-app-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.work = self.root / "work"
+        self.work.mkdir(exist_ok=True)
+        self.max_age_s = max_age_s
+
+    @property
+    def gradio_dir(self) -> Path:
+        """Where gradio keeps uploads and outputs (set as GRADIO_TEMP_DIR by the launcher)."""
+        return self.root / "gradio"
+
+    def new_dir(self, kind: str) -> Path:
+        """A fresh folder for one request's files (named by a random id, never by anything uploaded)."""
+        self.prune()
+        folder = self.work / f"{kind}-{uuid.uuid4().hex}"
+        folder.mkdir()
+        return folder
+
+    def prune(self) -> None:
+        """Remove work folders older than ``max_age_s``."""
+        cutoff = time.time() - self.max_age_s
+        for folder in self.work.iterdir():
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except FileNotFoundError:
+                continue
+
+    def cleanup(self) -> None:
+        """Remove the whole temp folder."""
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -206,6 +206,7 @@ def train_stage(
     if latest is not None:
         elapsed_before = json.loads((latest / "STATE.json").read_text()).get("seconds", 0.0)
     fields: list[str] | None = None
+    writer = _tensorboard(stage_dir / "tensorboard") if accelerator.is_main_process else None
     progress = tqdm(total=spec.steps, initial=start, desc=spec.name, disable=not accelerator.is_local_main_process,
                     dynamic_ncols=True)
     module.train()
@@ -246,6 +247,10 @@ def train_stage(
                         writer.writeheader()
                     writer.writerow(row)
                 _plot_losses(metrics_path, stage_dir / "loss.png", spec.name)
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "step":
+                            writer.add_scalar(f"{spec.name}/{key}", value, done)
         if sample_fn is not None and spec.sample_every and done % spec.sample_every == 0 and accelerator.is_main_process:
             module.eval()
             with torch.no_grad():
@@ -254,6 +259,8 @@ def train_stage(
         if done % spec.checkpoint_every == 0 or done == spec.steps:
             _checkpoint(accelerator, ckpt_dir, done, elapsed_before + time.time() - wall_start, spec.keep_checkpoints)
     progress.close()
+    if writer is not None:
+        writer.close()
     accelerator.wait_for_everyone()
     seconds = elapsed_before + time.time() - wall_start
     summary = {
@@ -280,6 +287,15 @@ def train_stage(
         (stage_dir / "DONE.json").write_text(json.dumps(summary, indent=2))
     logger.info("%s: done in %.0f s", spec.name, seconds)
     return summary
+
+
+def _tensorboard(log_dir: Path):
+    """A TensorBoard writer when the tensorboard package is installed, else None (the CSV is always written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))
 
 
 def _checkpoint(accelerator, ckpt_dir: Path, step: int, seconds: float, keep: int) -> None:

@@ -55,9 +55,6 @@ def main(argv=None) -> None:
         if stage_done(root / folder):
             logger.info("%s: done, skipping", folder)
             continue
-        if config["stages"].get(folder, {}).get("steps", 1) == 0:
-            logger.info("%s: 0 steps in this configuration, skipping", folder)
-            continue
         logger.info("%s: starting", folder)
         importlib.import_module(module).main(common + extra)
     if not args.skip_package:

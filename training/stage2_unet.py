@@ -2,6 +2,7 @@
 
     python -m training.stage2_unet --view frontal --config small
     python -m training.stage2_unet --view lateral --config small     # starts from G_F (few lateral views here)
+    python -m training.stage2_unet --view frontal --config paper --init stable-diffusion-v1-5/stable-diffusion-v1-5
 
 Latents of every training image are computed once with the frozen AutoKL (mean and std of q(z|x); each
 step samples z). Conditions come from the frozen stage-1 prompt encoder (``training.conditions``): the
@@ -90,17 +91,23 @@ def image_condition_bank(pe, tokenizer, data: TrainingData, items) -> ConditionB
 
 
 def main(argv=None) -> dict:
-    ctx = prepare_stage(__doc__, lambda a: f"stage2_unet_{a.view}",
-                        lambda p: p.add_argument("--view", choices=("frontal", "lateral"), required=True), argv)
+    def extra(parser):
+        parser.add_argument("--view", choices=("frontal", "lateral"), required=True)
+        parser.add_argument("--init", default=None, help="start from a UNet folder or hub id (e.g. an SD-1.5 folder)")
+
+    ctx = prepare_stage(__doc__, lambda a: f"stage2_unet_{a.view}", extra, argv)
     args, config, root, stage, spec, data = ctx.args, ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
     pe, tokenizer, vae = load_frozen(root)
     items = data.image_items("train", views=(args.view,), sources=GENERATION_SOURCES)
     if not items:
         raise RuntimeError(f"no training images of the {args.view} view")
     val = data.image_items("validate", views=(args.view,), sources=GENERATION_SOURCES)[:6] or items[:6]
-    if spec.extra.get("init_from"):
-        init_dir = load_done(root / f"stage2_unet_{spec.extra['init_from']}", f"G_{spec.extra['init_from']}")
-        unet = UNet2DConditionModel.from_pretrained(init_dir / f"unet_{spec.extra['init_from']}")
+    init = args.init or spec.extra.get("init_from")
+    if init in ("frontal", "lateral"):  # another view's finished LDM (G_L starts from G_F here)
+        init_dir = load_done(root / f"stage2_unet_{init}", f"G_{init}")
+        unet = UNet2DConditionModel.from_pretrained(init_dir / f"unet_{init}")
+    elif init:  # a user's UNet folder or hub id, e.g. Stable Diffusion 1.5 (matches the `paper` configuration)
+        unet = UNet2DConditionModel.from_pretrained(init, subfolder="unet" if (Path(init) / "unet").is_dir() else None)
     else:
         unet = UNet2DConditionModel(**get_config(config["model"])["unet"])
     logger.info("%s: %d training images; encoding latents and conditions", stage, len(items))
@@ -128,7 +135,7 @@ def main(argv=None) -> dict:
         module.unet.save_pretrained(final / f"unet_{args.view}")
 
     info = {"images": len(items), "condition_kinds": bank.names,
-            "sources": sorted({it.source for it in items}), "init_from": spec.extra.get("init_from")}
+            "sources": sorted({it.source for it in items}), "init_from": init}
     return train_stage(spec, root / stage, module, len(items), batch_fn, save_fn, sample_fn, info)
 
 

@@ -324,7 +324,7 @@ class CoDiXRPipeline(DiffusionPipeline):
         outputs: Sequence[Modality | str] | Modality | str = (Modality.REPORT,),
         num_inference_steps: int = 20,
         guidance_scale: float = 2.0,
-        seed: int | None = 0,
+        seed: int | Sequence[int] | None = 0,
         scheduler: str | SchedulerMixin = "dpm++",
         condition_weights: dict[Modality | str, float] | None = None,
         joint: bool | None = None,
@@ -340,7 +340,8 @@ class CoDiXRPipeline(DiffusionPipeline):
             outputs: any non-empty subset of modalities that are not inputs.
             num_inference_steps: sampler steps.
             guidance_scale: classifier-free guidance weight (1 disables guidance).
-            seed: bit-identical results for the same seed on the same machine (None: random).
+            seed: bit-identical results for the same seed on the same machine (None: random). A list gives one
+                seed per study of a batch, so that each study's noise is the same as when it is generated alone.
             scheduler: "dpm++", "ddim", "ddpm" or a diffusers scheduler instance.
             condition_weights: weights of each input in the composed condition (default: equal).
             joint: force joint (True) or independent (False) generation of several outputs;
@@ -403,8 +404,17 @@ class CoDiXRPipeline(DiffusionPipeline):
             schedulers[m].set_timesteps(num_inference_steps, device=self.device)
 
         # 4. Prepare latents
-        generators = {m: (torch.Generator("cpu").manual_seed(seed + _SEED_OFFSETS[m]) if seed is not None else None)
-                      for m in wanted}
+        if isinstance(seed, (list, tuple)) and len(seed) != batch_size:
+            raise InputError(f"Give one seed per study: {len(seed)} seeds for a batch of {batch_size}.")
+
+        def generator(m: Modality):
+            if seed is None:
+                return None
+            if isinstance(seed, (list, tuple)):  # diffusers draws row i of the noise from generator i
+                return [torch.Generator("cpu").manual_seed(int(s) + _SEED_OFFSETS[m]) for s in seed]
+            return torch.Generator("cpu").manual_seed(seed + _SEED_OFFSETS[m])
+
+        generators = {m: generator(m) for m in wanted}
         latents = {}
         for m in wanted:
             if m is Modality.REPORT:

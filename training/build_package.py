@@ -116,7 +116,7 @@ def model_card(config: dict, root: Path, out: Path) -> str:
     if benchmark.is_file():
         b = json.loads(benchmark.read_text())
         parts += ["## Speed", "", f"Measured with `python -m bench.pipeline`: {json.dumps(b)}", ""]
-    if evaluation.is_file():
+    if evaluation.is_file():  # its plots are copied next to the card by main()
         parts += ["## Evaluation", "", evaluation.read_text(), ""]
     parts += ["## Limitations", "", LIMITATIONS, ""]
     return "\n".join(parts)
@@ -137,6 +137,8 @@ def main(argv=None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     pipe.to(getattr(torch, args.dtype)).save_pretrained(out)
+    if (root / "evaluation" / "plots").is_dir():
+        shutil.copytree(root / "evaluation" / "plots", out / "plots")
     (out / "README.md").write_text(model_card(config, root, out), encoding="utf-8")
     logger.info("model package written to %s", out)
     return out

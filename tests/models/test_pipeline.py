@@ -11,6 +11,7 @@ import pytest
 
 from codixr import Modality
 from codixr.errors import (
+    InputError,
     EmptyInputError,
     OverlappingModalitiesError,
     ReportTooLongError,
@@ -104,6 +105,16 @@ def test_batch_of_studies(pipe, xray):
     assert len(out.frontal) == 2 and len(out.lateral) == 2
     single = pipe(report=REPORT, outputs=("lateral", "frontal"), num_inference_steps=2)
     assert np.array_equal(np.asarray(single.frontal), np.asarray(out.frontal[0]))
+
+
+def test_per_study_seeds_in_a_batch_match_single_calls(pipe):
+    reports = [REPORT, "No acute cardiopulmonary process."]
+    batch = pipe(report=reports, outputs="frontal", num_inference_steps=2, seed=[11, 12])
+    for report, seed, image in zip(reports, (11, 12), batch.frontal):
+        alone = pipe(report=report, outputs="frontal", num_inference_steps=2, seed=seed).frontal
+        assert np.abs(np.asarray(alone, dtype=int) - np.asarray(image, dtype=int)).max() <= 1  # batched BLAS rounding
+    with pytest.raises(InputError, match="one seed per study"):
+        pipe(report=reports, outputs="frontal", num_inference_steps=2, seed=[1])
 
 
 def test_progress_callback_sees_every_step(pipe):

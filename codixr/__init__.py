@@ -36,6 +36,7 @@ _LAZY = {
     "load_mimic_cxr": "codixr.data",
     "load_iu_xray": "codixr.data",
     "load_public_cxr": "codixr.data",
+    "load_synthetic": "codixr.data",
     "StudyDataset": "codixr.data",
 }
 

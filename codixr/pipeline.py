@@ -48,6 +48,12 @@ SCHEDULERS = ("dpm++", "ddim", "ddpm")
 _SEED_OFFSETS = {Modality.FRONTAL: 0, Modality.LATERAL: 1, Modality.REPORT: 2}
 
 
+def flow_seed(seed: int, modality: Modality) -> int:
+    """The noise seed of one output flow: distinct per (seed, modality), so that consecutive user seeds never
+    share noise between flows (seed 1's frontal is not seed 0's lateral)."""
+    return int(np.random.SeedSequence([seed, _SEED_OFFSETS[modality]]).generate_state(1)[0])
+
+
 def denoise_latents(
     flows: dict[Any, torch.nn.Module],
     latents: dict[Any, torch.Tensor],
@@ -411,8 +417,8 @@ class CoDiXRPipeline(DiffusionPipeline):
             if seed is None:
                 return None
             if isinstance(seed, (list, tuple)):  # diffusers draws row i of the noise from generator i
-                return [torch.Generator("cpu").manual_seed(int(s) + _SEED_OFFSETS[m]) for s in seed]
-            return torch.Generator("cpu").manual_seed(seed + _SEED_OFFSETS[m])
+                return [torch.Generator("cpu").manual_seed(flow_seed(int(s), m)) for s in seed]
+            return torch.Generator("cpu").manual_seed(flow_seed(seed, m))
 
         generators = {m: generator(m) for m in wanted}
         latents = {}

@@ -28,6 +28,7 @@ from codixr.data.reports import (
     truncate_to_token_limit,
 )
 from codixr.data.splits import assign_splits, patient_overlap
+from codixr.data.synthetic import is_synthetic_dir, load_synthetic
 
 __all__ = [
     "ImageRef",
@@ -37,6 +38,8 @@ __all__ = [
     "load_mimic_cxr",
     "load_iu_xray",
     "load_public_cxr",
+    "load_synthetic",
+    "is_synthetic_dir",
     "default_data_dir",
     "mesh_to_labels",
     "MESH_LABEL_RULES",

@@ -2,7 +2,8 @@
 
 Kinds: ``mimic`` (DIR holds ``files/`` and the MIMIC-CXR tables), ``iu`` (DIR is the IU images folder,
 which may not exist: the reports come from the torchxrayvision wheel), ``public`` (DIR is the shared
-data folder with covid-cxr/, rsna-pneumonia/, nih-cxr14-64px/), or ``auto`` (the default) to tell them apart.
+data folder with covid-cxr/, rsna-pneumonia/, nih-cxr14-64px/), ``synthetic`` (an export of
+``python -m codixr.generate``), or ``auto`` (the default) to tell them apart.
 With ``--tokenizer`` (a tokenizer folder or tokenizer.json), it also counts the impressions over the
 77-token limit of the text encoder; those are cut at the last sentence boundary that fits.
 """
@@ -20,14 +21,17 @@ from codixr.data.reports import TOKEN_LIMIT, token_length_report
 from codixr.errors import InputError
 from codixr.modality import CONDITION_LABELS
 
-KINDS = ("auto", "mimic", "iu", "public")
+KINDS = ("auto", "mimic", "iu", "public", "synthetic")
 
 
 def detect_kind(path: str | Path) -> str:
-    """"public", "mimic" or "iu" for a folder (a missing folder is taken as an IU images folder)."""
+    """"synthetic", "public", "mimic" or "iu" for a folder (a missing folder is taken as an IU images folder)."""
     from codixr.data.public import PUBLIC_SETS
+    from codixr.data.synthetic import is_synthetic_dir
 
     path = Path(path)
+    if is_synthetic_dir(path):
+        return "synthetic"
     if any((path / name).is_dir() for name in PUBLIC_SETS):
         return "public"
     if (path / "files").is_dir() or any(path.glob("mimic-cxr-2.0.0-*.csv*")):
@@ -37,7 +41,7 @@ def detect_kind(path: str | Path) -> str:
 
 def load_dataset(path: str | Path, kind: str = "auto", keep_all: bool = False) -> StudyDataset:
     """Load DIR as the given kind; ``keep_all`` drops the selection rules (impression, both views)."""
-    from codixr.data import load_iu_xray, load_mimic_cxr, load_public_cxr
+    from codixr.data import load_iu_xray, load_mimic_cxr, load_public_cxr, load_synthetic
 
     kind = detect_kind(path) if kind == "auto" else kind
     if kind == "mimic":
@@ -47,6 +51,8 @@ def load_dataset(path: str | Path, kind: str = "auto", keep_all: bool = False) -
         return load_iu_xray(path)
     if kind == "public":
         return load_public_cxr(path)
+    if kind == "synthetic":
+        return load_synthetic(path)
     raise InputError(f"Unknown dataset kind {kind!r}: use one of {', '.join(KINDS)}.")
 
 

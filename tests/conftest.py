@@ -51,6 +51,18 @@ socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Test-sized models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads that
+    wait for each other make steps several times slower; restore the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared_data_dir():
     """The read-only ../shared/data folder when present (skips the test on machines without it)."""

@@ -19,14 +19,6 @@ CLASSIFIER_TARGETS = ["Atelectasis", "Cardiomegaly", "Effusion", "Lung Opacity",
 TINY_DENSENET = {"growth_rate": 4, "block_config": [1, 1, 1, 1], "num_init_features": 8, "bn_size": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads on a busy shared CPU; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(autouse=True)
 def no_weights(tmp_path_factory, monkeypatch):

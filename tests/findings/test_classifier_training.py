@@ -17,14 +17,6 @@ from codixr.modality import PATHOLOGIES
 from training import train_classifier as T
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy shared CPU they spin; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _write_source(root: Path, folder: str, header: list[str], rows: list[dict], size: tuple[int, int], ext: str,
                   rng: np.random.Generator) -> None:

@@ -206,7 +206,7 @@ def train_stage(
     if latest is not None:
         elapsed_before = json.loads((latest / "STATE.json").read_text()).get("seconds", 0.0)
     fields: list[str] | None = None
-    writer = _tensorboard(stage_dir / "tensorboard") if accelerator.is_main_process else None
+    tensorboard = _tensorboard(stage_dir / "tensorboard") if accelerator.is_main_process else None
     progress = tqdm(total=spec.steps, initial=start, desc=spec.name, disable=not accelerator.is_local_main_process,
                     dynamic_ncols=True)
     module.train()
@@ -247,10 +247,10 @@ def train_stage(
                         writer.writeheader()
                     writer.writerow(row)
                 _plot_losses(metrics_path, stage_dir / "loss.png", spec.name)
-                if writer is not None:
+                if tensorboard is not None:
                     for key, value in row.items():
                         if key != "step":
-                            writer.add_scalar(f"{spec.name}/{key}", value, done)
+                            tensorboard.add_scalar(f"{spec.name}/{key}", value, done)
         if sample_fn is not None and spec.sample_every and done % spec.sample_every == 0 and accelerator.is_main_process:
             module.eval()
             with torch.no_grad():
@@ -259,8 +259,8 @@ def train_stage(
         if done % spec.checkpoint_every == 0 or done == spec.steps:
             _checkpoint(accelerator, ckpt_dir, done, elapsed_before + time.time() - wall_start, spec.keep_checkpoints)
     progress.close()
-    if writer is not None:
-        writer.close()
+    if tensorboard is not None:
+        tensorboard.close()
     accelerator.wait_for_everyone()
     seconds = elapsed_before + time.time() - wall_start
     summary = {

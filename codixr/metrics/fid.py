@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,63 +276,33 @@ class InceptionV3Backbone(_TorchBackbone):
         return (x.repeat(1, 3, 1, 1) - self._mean) / self._std
 
 
-def _import_xrv():
-    """Import torchxrayvision without keeping the global ``warnings.filterwarnings("ignore")`` it sets at import."""
-    with warnings.catch_warnings():
-        import torchxrayvision
-
-    return torchxrayvision
-
-
-def xrv_weights_path(weights: str = XRV_WEIGHTS) -> Path:
-    """Where torchxrayvision looks for ``weights`` (``~/.torchxrayvision/models_data/<file name of its URL>``)."""
-    xrv = _import_xrv()
-    return Path(xrv.utils.get_cache_dir()) / os.path.basename(xrv.models.model_urls[weights]["weights_url"])
-
-
 class XRVDenseNetBackbone(_TorchBackbone):
     """torchxrayvision DenseNet-121 ("densenet121-res224-all"), 1024-d pooled features (``features2``).
 
-    Input convention of torchxrayvision: [0, 1] images are mapped to [-1024, 1024] with
-    ``xrv.utils.normalize``, centre-cropped and resized to 224 px with ``XRayCenterCrop`` and ``XRayResizer``.
-    Weights: ``weights_path``, else ``$CODIXR_XRV_WEIGHTS``, else torchxrayvision's cache file.
-    The file must exist before the model is built, so torchxrayvision never tries to download it.
-    It is a pickled torch module (torchxrayvision's format): only use files you trust.
+    The same model, weight lookup and input convention as the findings classifier
+    (:class:`codixr.findings.classifier.XRVClassifier`): [0, 1] images scaled to [-1024, 1024], centre-cropped
+    and resized to 224 px (``to_xrv_input``). Weights: ``weights_path``, else ``$CODIXR_XRV_WEIGHTS``, else
+    torchxrayvision's cache file; nothing is downloaded. The release file is a pickled torch module
+    (torchxrayvision's format): only use files you trust.
     """
 
     dim = 1024
 
-    def __init__(self, weights_path: str | os.PathLike | None = None, device: str | torch.device | None = None,
-                 weights: str = XRV_WEIGHTS):
-        xrv = _import_xrv()
-        path = _weights_file(
-            weights_path, XRV_WEIGHTS_ENV, xrv_weights_path(weights), f"torchxrayvision DenseNet ({weights})",
-            f"It is {xrv.models.model_urls[weights]['weights_url']}.",
-        )
-        expected_name = os.path.basename(xrv.models.model_urls[weights]["weights_url"])
-        # Hand torchxrayvision a cache folder where the file already sits under its expected name,
-        # so that its loader finds it and never reaches its download branch.
-        with tempfile.TemporaryDirectory() as cache_dir:
-            os.symlink(path.resolve(), os.path.join(cache_dir, expected_name))
-            try:
-                model = xrv.models.DenseNet(weights=weights, cache_dir=cache_dir)
-            except Exception as err:
-                raise BackboneUnavailableError(f"{path} could not be loaded as torchxrayvision {weights} weights ({err}).") from err
-        self.name = f"xrv-{weights}"
-        self.model = self._freeze(model, device)
-        self.resolution = int(getattr(model, "input_resolution", 224))
-        self._transform = [xrv.datasets.XRayCenterCrop(), xrv.datasets.XRayResizer(self.resolution)]
-        self._normalize = xrv.utils.normalize
-        logger.info("Loaded XRV-DenseNet FID backbone (%s) from %s", weights, path)
+    def __init__(self, weights_path: str | os.PathLike | None = None, device: str | torch.device | None = None):
+        from codixr.findings.classifier import ClassifierUnavailable, XRVClassifier
+
+        try:
+            classifier = XRVClassifier.from_xrv_weights(weights_path)
+        except ClassifierUnavailable as err:
+            raise BackboneUnavailableError(str(err)) from err
+        self.name = f"xrv-{XRV_WEIGHTS}"
+        self.resolution = classifier.image_size
+        self.model = self._freeze(classifier.model, device)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        out = []
-        for img in images.numpy():  # (1, H, W) in [0, 1]
-            img = self._normalize(img, 1.0)
-            for step in self._transform:
-                img = step(img)
-            out.append(torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)))
-        return torch.stack(out)
+        from codixr.findings.classifier import to_xrv_input
+
+        return to_xrv_input(images, size=self.resolution)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.features2(x)

@@ -128,7 +128,9 @@ def test_xrv_backbone_without_weights_raises_typed_error(tmp_path, monkeypatch):
 
 def test_xrv_backbone_loads_a_local_file_under_any_name(tmp_path, monkeypatch):
     # A torchxrayvision DenseNet saved in its own format (a pickled module) with seeded random weights.
-    xrv = fid_module._import_xrv()
+    from codixr.findings.classifier import import_xrv
+
+    xrv = import_xrv()
     torch.manual_seed(0)
     path = tmp_path / "my-xrv-weights.pt"
     torch.save(xrv.models.DenseNet(weights=None), path)

@@ -10,6 +10,7 @@ V(z_t) of the other flows (Sec. III.C), which keeps jointly generated outputs co
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -46,6 +47,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "assets" / "codixr-default"
 SCHEDULERS = ("dpm++", "ddim", "ddpm")
 _SEED_OFFSETS = {Modality.FRONTAL: 0, Modality.LATERAL: 1, Modality.REPORT: 2}
+
+
+def package_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a model package folder: every JSON file (index, component configs, tokenizer) and every
+    safetensors weight file, by relative path and content. Identifies the exact model behind a result."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def flow_seed(seed: int, modality: Modality) -> int:

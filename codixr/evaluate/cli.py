@@ -89,12 +89,11 @@ def _model_id(model: str | None) -> tuple[str, str]:
     import hashlib
     import os
 
-    from codixr.evaluate.generation import model_fingerprint
-    from codixr.pipeline import DEFAULT_MODEL_PATH
+    from codixr.pipeline import DEFAULT_MODEL_PATH, package_sha256
 
     name = model or os.environ.get("CODIXR_MODEL") or str(DEFAULT_MODEL_PATH)
     if Path(name).expanduser().is_dir():
-        return name, model_fingerprint(Path(name).expanduser())
+        return name, package_sha256(Path(name).expanduser())[:16]
     return name, hashlib.sha256(name.encode()).hexdigest()[:16]
 
 

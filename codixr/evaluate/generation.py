@@ -13,7 +13,6 @@ guidance and scheduler). A manifest written with another configuration is discar
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,6 @@ from codixr.modality import Modality
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass(frozen=True)
@@ -71,19 +69,6 @@ class Sample:
     def from_dict(cls, d: dict[str, Any]) -> "Sample":
         return cls(index=int(d["index"]), key=str(d["key"]), seed=int(d["seed"]), batch=tuple(d["batch"]),
                    files=dict(d.get("files", {})), report=d.get("report"), joint=bool(d.get("joint", False)))
-
-
-def model_fingerprint(path: str | os.PathLike) -> str:
-    """A short hash of a model package folder: its JSON configs and the names and sizes of its weight files."""
-    root = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = file.relative_to(root).as_posix()
-        if file.suffix == ".json":
-            digest.update(rel.encode() + b"\0" + file.read_bytes())
-        elif file.suffix in _WEIGHT_SUFFIXES:
-            digest.update(f"{rel}\0{file.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
 
 
 def batches(n: int, batch_size: int) -> list[tuple[int, int]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -52,6 +51,7 @@ from codixr.generate.conditions import (
     study_conditions,
 )
 from codixr.modality import Modality
+from codixr.pipeline import package_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -148,20 +148,6 @@ def sample_id(index: int) -> str:
 def sample_seed(base_seed: int, index: int) -> int:
     """The seed of sample ``index``: ``base + index`` (see the module docstring)."""
     return base_seed + index
-
-
-def package_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 over a model package's ``model_index.json`` and ``*.safetensors`` files (relative path + content)."""
-    root = Path(path)
-    files = [root / "model_index.json", *sorted(root.rglob("*.safetensors"))]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def process_state() -> Any:

@@ -28,7 +28,7 @@ _LAZY = {
     "ReportLabeler": "labeler", "Mention": "labeler", "label_report": "labeler", "label_reports": "labeler",
     "report_label_f1": "labeler",
     # retrieval.py / consistency.py
-    "RetrievalResult": "retrieval", "retrieval_metrics": "retrieval",
+    "RetrievalResult": "retrieval", "retrieval_metrics": "retrieval", "retrieval_from_similarity": "retrieval",
     "AgreementReport": "consistency", "finding_agreement": "consistency", "binarize_scores": "consistency",
 }
 

@@ -54,6 +54,19 @@ def retrieval_metrics(image_embeddings: Any, report_embeddings: Any, ks: Sequenc
     images, reports = _as_matrix(image_embeddings, "image_embeddings"), _as_matrix(report_embeddings, "report_embeddings")
     if images.shape != reports.shape:
         raise MetricInputError(f"image and report embeddings must be paired with equal shapes; got {images.shape} and {reports.shape}.")
-    similarity = images @ reports.T
-    return {"image_to_report": _result(ranks_of_matches(similarity), ks),
-            "report_to_image": _result(ranks_of_matches(similarity.T), ks)}
+    return retrieval_from_similarity(images @ reports.T, ks=ks)
+
+
+def retrieval_from_similarity(image_to_report: Any, report_to_image: Any | None = None,
+                              ks: Sequence[int] = (1, 5, 10)) -> dict[str, RetrievalResult]:
+    """Recall@K and median rank from (N, N) similarity matrices of paired images (rows) and reports (columns).
+
+    ``report_to_image`` defaults to the transpose of ``image_to_report``; give it when the two directions use
+    different similarities (AdaMatch's s^T vs s^I).
+    """
+    forward = np.asarray(image_to_report, dtype=np.float64)
+    backward = forward.T if report_to_image is None else np.asarray(report_to_image, dtype=np.float64).T
+    if forward.ndim != 2 or forward.shape[0] != forward.shape[1] or backward.shape != forward.shape:
+        raise MetricInputError(f"similarity matrices must be square and equal in shape; got {forward.shape}.")
+    return {"image_to_report": _result(ranks_of_matches(forward), ks),
+            "report_to_image": _result(ranks_of_matches(backward), ks)}

@@ -66,3 +66,19 @@ def test_binarize_scores_feeds_agreement():
     assert report.agreement == pytest.approx({"Edema": 2 / 3, "Pneumonia": 1.0, "mean": 5 / 6})
     with pytest.raises(MetricInputError, match="paired"):
         finding_agreement(binary, [[1, 0]], labels)
+
+
+def test_retrieval_from_similarity_matches_embeddings_and_takes_two_directions():
+    from codixr.metrics.retrieval import retrieval_from_similarity
+
+    rng = np.random.default_rng(0)
+    images, reports = rng.normal(size=(12, 5)), rng.normal(size=(12, 5))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)  # retrieval_metrics compares by cosine
+    reports /= np.linalg.norm(reports, axis=1, keepdims=True)
+    by_embedding = retrieval_metrics(images, reports)
+    by_similarity = retrieval_from_similarity(images @ reports.T)
+    for direction in ("image_to_report", "report_to_image"):
+        assert by_similarity[direction].recall == by_embedding[direction].recall
+    # a different report->image similarity (AdaMatch's s^T): identity ranks every report's image first
+    result = retrieval_from_similarity(images @ reports.T, np.eye(12))
+    assert result["report_to_image"].recall[1] == 1.0 and result["report_to_image"].median_rank == 1

@@ -77,14 +77,22 @@ def tokenize(tokenizer, texts: list[str], limit: int = 77) -> dict[str, torch.Te
 
 
 def get_tokenizer(config: dict, out: Path, data: TrainingData):
-    """Train the report tokenizer once on the training texts and keep it in ``<run>/tokenizer``."""
+    """Train the report tokenizer once on the training texts and keep it in ``<run>/tokenizer``.
+
+    ``tokenizer.copy_from`` (a folder, relative to the run folder) reuses another run's tokenizer instead, for
+    ablations that must share one vocabulary (WordPiece training breaks frequency ties in hash order).
+    """
     from transformers import PreTrainedTokenizerFast
 
     if (out / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(out)
-    tokenizer = train_report_tokenizer(data.corpus("train"), vocab_size=int(config["tokenizer"]["vocab_size"]))
+    source = config["tokenizer"].get("copy_from")
+    if source:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained((out.parent / source).resolve())
+    else:
+        tokenizer = train_report_tokenizer(data.corpus("train"), vocab_size=int(config["tokenizer"]["vocab_size"]))
+        logger.info("trained a %d-token WordPiece vocabulary on %d training texts", len(tokenizer), len(data.corpus("train")))
     tokenizer.save_pretrained(out)
-    logger.info("trained a %d-token WordPiece vocabulary on %d training texts", len(tokenizer), len(data.corpus("train")))
     return tokenizer
 
 

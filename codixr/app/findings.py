@@ -2,14 +2,12 @@
 
 Images are read by the findings classifier (torchxrayvision DenseNet when its weights are installed) and by the
 model's own zero-shot reading, each labelled with its source; reports by the rule-based labeler
-(:mod:`codixr.metrics.labeler`). Keypatch overlays come from ``codixr.findings.keypatches`` when this
-installation has it, else the app says plainly that they are not available.
+(:mod:`codixr.metrics.labeler`). Keypatch overlays come from ``codixr.findings.keypatches``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import re
 from dataclasses import dataclass, field
@@ -23,7 +21,6 @@ from codixr.modality import NO_FINDING, PATHOLOGIES
 
 logger = logging.getLogger(__name__)
 
-KEYPATCH_MISSING = "Keypatch overlays are not available for this model package."
 LABELER_SOURCE = "rule-based report labeler (CheXpert-style)"
 _LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain", None: "not mentioned"}
 
@@ -217,27 +214,10 @@ class KeypatchView:
     note: str = ""
 
 
-def _keypatch_function() -> Callable | None:
-    """``codixr.findings.keypatches`` when this installation has it, else None."""
-    try:
-        from codixr.findings import keypatches
-    except ImportError:
-        return None
-    if inspect.ismodule(keypatches):  # the submodule, once imported, shadows the lazy function name
-        keypatches = getattr(keypatches, "keypatches", None)
-    return keypatches if callable(keypatches) else None
-
-
-def keypatches_available() -> bool:
-    """Whether keypatch overlays can be drawn by this installation."""
-    return _keypatch_function() is not None
-
-
 def keypatch_view(pipe: Any, image: np.ndarray | Image.Image, report: str | None = None) -> KeypatchView:
     """The keypatch overlay of ``image`` (with keywords and, given ``report``, its highlighted spans)."""
-    keypatches = _keypatch_function()
-    if keypatches is None:
-        return KeypatchView(note=KEYPATCH_MISSING)
+    from codixr.findings import keypatches
+
     try:
         result = keypatches(pipe, image, report=report)
     except CoDiXRError as exc:

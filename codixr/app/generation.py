@@ -29,7 +29,6 @@ from codixr.app.findings import (
     agreement_table,
     image_findings,
     keypatch_view,
-    keypatches_available,
     report_findings,
     unavailable_notes,
 )
@@ -173,7 +172,7 @@ def generate(service, request: GenerationRequest, *, workdir: Path,
 
     # 4. Keypatch overlays
     keypatches = [(name, keypatch_view(pipe, image, report=report or request.impression))
-                  for name, image in shown.items()] if keypatches_available() else []
+                  for name, image in shown.items()]
     timings["keypatches"] = time.perf_counter() - started - sum(timings.values())
 
     # 5. Downloads

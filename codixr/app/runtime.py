@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -116,18 +115,8 @@ def self_test(service: ModelService) -> SelfTest:
     except ClassifierUnavailable:
         classifier = ("no classifier weights installed (torchxrayvision densenet121-res224-all or the one trained "
                       "here): image findings come from the model's zero-shot reading only, where available")
-    zero_shot = "available" if _module_exists("codixr.findings.zero_shot") else "not available in this installation"
-    from codixr.app.findings import keypatches_available
-
-    keypatches = "available" if keypatches_available() else "not available for this model package"
+    zero_shot = keypatches = "available" if model_ok else "needs the model package"
     return SelfTest(model_ok, model, classifier, zero_shot, keypatches, service.device)
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:
-        return False
 
 
 class TempStore:

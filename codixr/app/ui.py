@@ -23,7 +23,6 @@ from codixr.modality import CONDITION_LABELS, Modality
 from codixr.app.config import AppConfig
 from codixr.app.examples import load_examples
 from codixr.app.findings import (
-    KEYPATCH_MISSING,
     comparison_chart_image,
     findings_chart_image,
     findings_table,
@@ -145,7 +144,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         charts = [(chart, item.name) for item in result.items if (chart := findings_chart_image(item)) is not None]
         overlays = [(kp.overlay, f"{name}: " + ", ".join(f"{w} ({s:.2f})" for w, s in kp.keywords[:5]))
                     for name, kp in result.keypatches if kp.overlay is not None]
-        notes = [kp.note for _, kp in result.keypatches if kp.note] or ([] if result.keypatches else [KEYPATCH_MISSING])
+        notes = [kp.note for _, kp in result.keypatches if kp.note]
         report = result.report or request.impression
         keypatch_spans = next((list(kp.highlights) for _, kp in result.keypatches if kp.highlights), None)
         return (result.images.get("frontal"), result.images.get("lateral"), result.report or "",

@@ -14,7 +14,6 @@ from codixr.app import findings as app_findings
 from codixr.app.config import AppConfig, default_reader_db
 from codixr.app.examples import load_examples
 from codixr.app.findings import (
-    KEYPATCH_MISSING,
     ItemFindings,
     agreement_table,
     findings_table,
@@ -203,12 +202,8 @@ def test_image_without_any_reader_is_not_compared():
 def test_keypatch_seam(monkeypatch, tiny_package):
     image = xray_array(0, (64, 64)) / 255.0
     pipe = ModelService(str(tiny_package)).pipeline()
-    if app_findings.keypatches_available():
-        view = keypatch_view(pipe, image, report="Small left pleural effusion.")
-        assert view.note == "" and view.overlay.size == (64, 64) and view.keywords
-    monkeypatch.setattr(app_findings, "_keypatch_function", lambda: None)
-    assert keypatch_view(pipe, image) == app_findings.KeypatchView(note=KEYPATCH_MISSING)
-    assert KEYPATCH_MISSING == "Keypatch overlays are not available for this model package."
+    view = keypatch_view(pipe, image, report="Small left pleural effusion.")
+    assert view.note == "" and view.overlay.size == (64, 64) and view.keywords
 
 
 # --------------------------------------------------------------------------------------------- examples, temp

@@ -20,7 +20,7 @@ from codixr.findings.codebook import (
     extract_entities,
     load_codebook,
 )
-from codixr.findings.keypatches import ADAPTIVE_METHOD, FIXED_METHOD, keypatches, report_units
+from codixr.findings.keypatch import ADAPTIVE_METHOD, FIXED_METHOD, keypatches, report_units
 from codixr.findings.overlay import PALETTE, draw_keypatches
 from codixr.models.adapatch import AdaPatch, adapatch_config
 from codixr.models.configs import get_config

@@ -109,7 +109,7 @@ def test_study_upload_fills_the_generate_tab(browser_page, studio, tmp_path):
     files = [write_dicom(tmp_path / "IM1.dcm", seed=1, view_position="LL"),
              write_dicom(tmp_path / "IM2.dcm", seed=2, view_position="PA")]
     page.locator("#study-files input[type=file]").set_input_files([str(f) for f in files])
-    page.get_by_text("IM2.dcm").first.wait_for()
+    page.get_by_text("2 readable X-ray(s)").first.wait_for()  # the study is read, views assigned
     page.get_by_role("button", name="Use in Generate").click()
     for view in ("frontal", "lateral"):
         page.locator(f"#{view}-preview img").first.wait_for(state="visible")

@@ -6,7 +6,8 @@ The package is a diffusers-style folder (``model_index.json``, one subfolder per
 ``config.json`` + safetensors, the tokenizer) loadable with ``CoDiXRPipeline.from_pretrained(folder)``.
 Weights are stored as float16 by default (loaded back as float32 on the CPU). The model card
 (``README.md``) lists the data, each stage's steps, wall time and hardware, the validation numbers the
-stages measured, the evaluation results when ``<run>/evaluation/results.md`` exists, limitations and licences.
+stages measured, the evaluation results when ``<run>/evaluation/results.md`` exists, the speed table when
+``<run>/benchmark.json`` (``python -m bench.pipeline --json``) exists, limitations and licences.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def model_card(config: dict, root: Path, out: Path) -> str:
         details.append(f"- `{stage}`: " + json.dumps(extra))
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     evaluation = root / "evaluation" / "results.md"
-    benchmark = out / "benchmark.json"
+    benchmark = root / "benchmark.json"
     parts = [
         "---", "license: other", "library_name: diffusers", "tags: [chest-x-ray, any-to-any, codi-xr, medical]", "---", "",
         f"# CoDiXR `{config['model']}` — any-to-any chest X-ray and report impression model", "",
@@ -114,12 +115,26 @@ def model_card(config: dict, root: Path, out: Path) -> str:
         *details, "",
     ]
     if benchmark.is_file():
-        b = json.loads(benchmark.read_text())
-        parts += ["## Speed", "", f"Measured with `python -m bench.pipeline`: {json.dumps(b)}", ""]
+        parts += ["## Speed", "", *speed_table(json.loads(benchmark.read_text())), ""]
     if evaluation.is_file():  # its plots are copied next to the card by main()
         parts += ["## Evaluation", "", evaluation.read_text(), ""]
     parts += ["## Limitations", "", LIMITATIONS, ""]
     return "\n".join(parts)
+
+
+def speed_table(b: dict) -> list[str]:
+    """The card's speed section from ``python -m bench.pipeline --json <run>/benchmark.json``."""
+    m = b["machine"]
+    lines = [f"Measured with `python -m bench.pipeline --model <package>` on {m['cpus']} CPU core(s) "
+             f"({m['processor']}, {m['torch_threads']} torch thread(s), torch {m['torch']}, load average "
+             f"{m['load_average_before'][0]:.2f} before), {b['steps']} {b['sampler']} steps, guidance "
+             f"{b['guidance_scale']:g}, joint cross-modal generation {'on' if b['joint'] else 'off'}; "
+             f"{b['repeats']} timed runs after one warm-up.", "",
+             f"| request | median s | min s | max s | within {b['target_s']:g} s |", "|---|---:|---:|---:|---|"]
+    for r in b["results"]:
+        lines.append(f"| {r['request']} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['max_s']:.2f} | "
+                     f"{'yes' if r['within_target'] else 'no'} |")
+    return lines
 
 
 def main(argv=None) -> Path:

@@ -34,12 +34,16 @@ def tiny_package(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def studio(tiny_package, tmp_path_factory):
-    """The app on the tiny package, served on a free 127.0.0.1 port, launched once for all the app tests."""
+    """The app on the tiny package, served on a free 127.0.0.1 port, launched once for all the app tests.
+
+    ``CODIXR_TEST_APP_MODEL=assets/codixr-default pytest tests/app/test_app_browser.py`` serves a real package
+    instead (how the click-to-outputs time of the bundled model is measured); the default run never sets it.
+    """
     from codixr.app import AppConfig, launch
 
     root = tmp_path_factory.mktemp("app")
     saved = {name: os.environ.get(name) for name in _LAUNCH_ENV}
-    config = AppConfig(model=str(tiny_package), port=free_port(), reader_real_dir=write_real_folder(root / "real"),
+    config = AppConfig(model=os.environ.get("CODIXR_TEST_APP_MODEL") or str(tiny_package), port=free_port(), reader_real_dir=write_real_folder(root / "real"),
                        reader_db=root / "reader.sqlite", reader_images=2, reader_steps=2,
                        examples_dir=root / "no-examples")
     running = launch(config, block=False, quiet=True)

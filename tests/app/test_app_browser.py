@@ -96,7 +96,8 @@ def test_click_to_all_three_outputs(browser_page, studio):
     seconds = time.perf_counter() - started
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "app-click-to-three-outputs.json").write_text(json.dumps(
-        {"seconds": round(seconds, 2), "model": "tiny test package (64 px)", "steps": 20, "cpus": os.cpu_count()}))
+        {"seconds": round(seconds, 2), "model": os.environ.get("CODIXR_TEST_APP_MODEL") or "tiny test package (64 px)",
+         "steps": 20, "cpus": os.cpu_count(), "load_average": os.getloadavg()}))
     logger.info("click to all three outputs: %.2f s", seconds)
     page.screenshot(path=str(ARTIFACTS / "app-generate-three.png"), full_page=True)
     assert external == [], f"the page tried to reach the network: {external}"

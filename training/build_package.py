@@ -7,7 +7,8 @@ The package is a diffusers-style folder (``model_index.json``, one subfolder per
 Weights are stored as float16 by default (loaded back as float32 on the CPU). The model card
 (``README.md``) lists the data, each stage's steps, wall time and hardware, the validation numbers the
 stages measured, the evaluation results when ``<run>/evaluation/results.md`` exists, the speed table when
-``<run>/benchmark.json`` (``python -m bench.pipeline --json``) exists, limitations and licences.
+``<run>/benchmark.json`` (``python -m bench.pipeline --json``) exists, ``<run>/NOTES.md`` (the operator's notes on
+the run) when present, limitations and licences.
 """
 
 from __future__ import annotations
@@ -110,10 +111,13 @@ def model_card(config: dict, root: Path, out: Path) -> str:
         "(and/or diagnosis labels), after CoDi-XR (Molino et al.). Load it with "
         "`CoDiXRPipeline.from_pretrained(path)`.", "",
         "## Training data and licences", "", DATA_AND_LICENCES, "",
-        "## Training", "", *rows, "", f"Total wall time: {total / 3600:.2f} h. Package size on disk: {size_mb:.1f} MB "
+        "## Training", "", *rows, "", f"Sum of the stages' wall times: {total / 3600:.2f} h. Package size on disk: {size_mb:.1f} MB "
         "(float16 safetensors).", "", "Per-stage details (sample counts, validation numbers measured by the stage):", "",
         *details, "",
     ]
+    notes = root / "NOTES.md"  # the operator's account of the run (parallel chains, interruptions, changed steps)
+    if notes.is_file():
+        parts += ["### Notes on this run", "", notes.read_text(encoding="utf-8").strip(), ""]
     if benchmark.is_file():
         parts += ["## Speed", "", *speed_table(json.loads(benchmark.read_text())), ""]
     if evaluation.is_file():  # its plots are copied next to the card by main()

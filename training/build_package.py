@@ -122,8 +122,29 @@ def model_card(config: dict, root: Path, out: Path) -> str:
         parts += ["## Speed", "", *speed_table(json.loads(benchmark.read_text())), ""]
     if evaluation.is_file():  # its plots are copied next to the card by main()
         parts += ["## Evaluation", "", evaluation.read_text(), ""]
+        parts += report_samples(root / "evaluation" / "samples")
     parts += ["## Limitations", "", LIMITATIONS, ""]
     return "\n".join(parts)
+
+
+def report_samples(samples: Path, per_setting: int = 6) -> list[str]:
+    """The card's X-ray -> impression samples (the evaluation's F->T, L->T, F+L->T outputs), with how varied they are."""
+    lines = []
+    for folder in sorted(samples.glob("*-to-T")):
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            continue
+        items = sorted(json.loads(manifest.read_text())["samples"].values(), key=lambda item: item["index"])
+        reports = [item["report"] for item in items if item.get("report")]
+        if not reports:
+            continue
+        setting = folder.name.replace("-to-", "→")
+        lines += [f"**{setting}** ({len(reports)} generated, {len(set(reports))} distinct; the first {per_setting}, "
+                  "with the dataset each case comes from):", "", "| case | generated impression |", "|---|---|"]
+        for item in items[:per_setting]:
+            lines.append(f"| {item['key'].split(':')[0]} | {item['report'].replace('|', '/')} |")
+        lines.append("")
+    return ["### Generated impressions from X-rays", "", *lines] if lines else []
 
 
 def speed_table(b: dict) -> list[str]:

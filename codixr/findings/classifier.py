@@ -309,14 +309,15 @@ class XRVClassifier(torch.nn.Module):
                         **card: Any) -> Path:
         """Write ``config.json`` (targets, thresholds, image size, + `card`) and ``model.safetensors``.
 
-        Floating-point weights are stored as `dtype` (float16 halves the size; loading casts back to float32).
+        Floating-point weights are stored as `dtype` (float16 halves the size; loading casts back to float32),
+        except tensors that `dtype` cannot hold: BatchNorm running variances of the first layer reach ~1e5 with
+        inputs in [-1024, 1024], past float16's 65504, and would turn into inf (every image then reads alike).
         """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: (v.to(dtype) if v.is_floating_point() and k != "op_threshs" else v).detach().cpu().contiguous()
-                 for k, v in self.model.state_dict().items()}
+        state = {k: _storable(k, v, dtype).detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
         thr = self.op_threshs.float().cpu().tolist()
         config = {**self.card, **card}
@@ -333,6 +334,17 @@ class XRVClassifier(torch.nn.Module):
         })
         (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return folder
+
+
+def _storable(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `dtype` when that keeps every finite value finite, else in float32 (and op_threshs as is)."""
+    if not tensor.is_floating_point() or name == "op_threshs" or dtype == tensor.dtype:
+        return tensor
+    cast = tensor.to(dtype)
+    if bool((torch.isfinite(cast) | ~torch.isfinite(tensor)).all()):
+        return cast
+    logger.info("%s kept in float32: its values exceed the range of %s", name, str(dtype).replace("torch.", ""))
+    return tensor.float()
 
 
 def _densenet_params(model: torch.nn.Module) -> dict[str, Any]:

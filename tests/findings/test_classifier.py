@@ -228,3 +228,24 @@ def test_chart_renders_bars_and_not_assessed():
     image = figure_to_image(fig)
     assert image.mode == "RGB" and image.size[0] > 300 and image.size[1] > 200
     assert np.asarray(image).std() > 0
+
+
+def test_half_precision_storage_keeps_values_float16_cannot_hold(tmp_path, no_weights):
+    """BatchNorm running variances after [-1024, 1024] inputs reach ~1e5; float16 would store them as inf."""
+    torch.manual_seed(0)
+    clf = C.XRVClassifier(C.build_densenet(["Effusion", "Pneumonia"], [0.1, 0.2], TINY), "test", 64)
+    with torch.no_grad():
+        clf.model.features.norm0.running_var.fill_(2.5e5)
+    image = smooth_image(90, 70)
+    before = clf.predict(image)
+    clf.save_pretrained(tmp_path / "fp16")
+    from safetensors.torch import load_file
+
+    state = load_file(tmp_path / "fp16" / "model.safetensors")
+    assert state["features.norm0.running_var"].dtype == torch.float32
+    assert torch.isfinite(state["features.norm0.running_var"]).all()
+    assert state["features.conv0.weight"].dtype == torch.float16
+    after = C.XRVClassifier.from_pretrained(tmp_path / "fp16").predict(image)
+    for p in PATHOLOGIES:
+        if before.scores[p] is not None:
+            assert after.scores[p] == pytest.approx(before.scores[p], abs=2e-2)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bench.pipeline import load_pipeline
+from bench.pipeline import load_pipeline, machine
 from codixr.generate import ExportConfig, export_dataset
 
 logger = logging.getLogger("bench.export")
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for b in args.batch_sizes.split(",")]
     best = max(rows, key=lambda r: r["studies_per_s"])
     report = {"model": description, "steps": args.steps, "findings": args.findings, "batches": args.batches,
-              "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "load_average_before": load_before, "load_average_after": os.getloadavg()},
+              "machine": machine(load_before),
               "results": rows, "batch_1": next((r for r in rows if r["batch_size"] == 1), None), "best": best}
     logger.info("Synthetic export throughput (labels -> F+L+R, %d steps, findings %s), %s", args.steps,
                 args.findings, description)

@@ -54,9 +54,9 @@ def small_random_pipeline(seed: int = 0) -> Any:
 
 def load_pipeline(model: str | None) -> tuple[Any, str]:
     """(pipeline, description): the model package, or the random ``small`` architecture when there is none."""
-    from codixr.pipeline import DEFAULT_MODEL_PATH, CoDiXRPipeline
+    from codixr.pipeline import CoDiXRPipeline, resolve_model_path
 
-    path = model or os.environ.get("CODIXR_MODEL") or str(DEFAULT_MODEL_PATH)
+    path = resolve_model_path(model)
     if model or Path(path).expanduser().is_dir():
         pipe = CoDiXRPipeline.from_pretrained(path)
         description = f"model package {path}"
@@ -86,6 +86,13 @@ def requests(pipe: Any) -> list[tuple[str, dict[str, Any]]]:
         ("F -> L+R", {"frontal": frontal_input(pipe.image_size), "outputs": ["lateral", "report"]}),
         ("R -> F+L", {"report": REPORT, "outputs": ["frontal", "lateral"]}),
     ]
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What a benchmark's JSON records about the machine, with the load average before and after the run."""
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__, "load_average_before": load_before, "load_average_after": os.getloadavg()}
 
 
 def time_request(pipe: Any, kwargs: dict[str, Any], repeats: int, steps: int, guidance: float,
@@ -124,9 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "model": description, "steps": args.steps, "guidance_scale": args.guidance, "sampler": args.sampler,
         "joint": pipe.has_joint_generation, "repeats": args.repeats, "target_s": TARGET_SECONDS,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processor": platform.processor()
-                    or platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "machine": machine(load_before),
         "results": results,
     }
     logger.info("CoDiXRPipeline latency, %s", description)

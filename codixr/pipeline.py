@@ -45,6 +45,11 @@ from codixr.models import text_vae as _text_vae  # noqa: F401
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "assets" / "codixr-default"
+
+
+def resolve_model_path(model: str | os.PathLike | None = None) -> str:
+    """The model package a command means: `model` when given, else ``$CODIXR_MODEL``, else the bundled default."""
+    return str(model or os.environ.get("CODIXR_MODEL") or DEFAULT_MODEL_PATH)
 SCHEDULERS = ("dpm++", "ddim", "ddpm")
 _SEED_OFFSETS = {Modality.FRONTAL: 0, Modality.LATERAL: 1, Modality.REPORT: 2}
 
@@ -170,7 +175,7 @@ class CoDiXRPipeline(DiffusionPipeline):
         (``assets/codixr-default``). A local folder never touches the network; a hub id with
         ``HF_HUB_OFFLINE=1`` must already be in the local cache.
         """
-        path = pretrained_model_name_or_path or os.environ.get("CODIXR_MODEL") or DEFAULT_MODEL_PATH
+        path = resolve_model_path(pretrained_model_name_or_path)
         if "torch_dtype" not in kwargs:
             kwargs.setdefault("dtype", torch.float32)
         # Copy weights into torch-allocated memory rather than memory-mapping the files: CPU kernels may

@@ -16,7 +16,6 @@ read alike. (``XRVClassifier.save_pretrained`` now keeps such tensors in float32
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -116,8 +115,7 @@ def main(argv=None) -> dict:
                 repair=(f"BatchNorm running statistics of {', '.join(repaired)} were lost to float16 overflow in "
                         "the first saved file and were re-estimated from the training split with "
                         "`python -m training.recalibrate_classifier`; the validation numbers are re-measured."))
-    card["not_assessed"] = [p for p in json.loads(json.dumps(card.get("not_assessed", [])))
-                            if p not in card["assessed"]]
+    card["not_assessed"] = [p for p in card.get("not_assessed", []) if p not in card["assessed"]]
     for key in ("_class_name", "architecture", "densenet", "targets", "op_threshs", "image_size", "input_convention",
                 "weights_dtype"):
         card.pop(key, None)

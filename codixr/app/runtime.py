@@ -34,9 +34,9 @@ class ModelService:
     @property
     def model_path(self) -> str:
         """The package the pipeline loads: the given one, ``$CODIXR_MODEL``, else the bundled default."""
-        from codixr.pipeline import DEFAULT_MODEL_PATH
+        from codixr.pipeline import resolve_model_path
 
-        return str(self._model or os.environ.get("CODIXR_MODEL") or DEFAULT_MODEL_PATH)
+        return resolve_model_path(self._model)
 
     @property
     def model_name(self) -> str:

@@ -87,11 +87,10 @@ def load_model(model: str | None, device: str):
 def _model_id(model: str | None) -> tuple[str, str]:
     """(shown name, fingerprint) of the model package."""
     import hashlib
-    import os
 
-    from codixr.pipeline import DEFAULT_MODEL_PATH, package_sha256
+    from codixr.pipeline import package_sha256, resolve_model_path
 
-    name = model or os.environ.get("CODIXR_MODEL") or str(DEFAULT_MODEL_PATH)
+    name = resolve_model_path(model)
     if Path(name).expanduser().is_dir():
         return name, package_sha256(Path(name).expanduser())[:16]
     return name, hashlib.sha256(name.encode()).hexdigest()[:16]

@@ -340,9 +340,9 @@ def _write_sample(root: Path, index: int, seed: int, condition: Condition, image
 # ----------------------------------------------------------------------------------------------- the export
 def _load_pipeline(model: str | os.PathLike | None, device: Any) -> tuple[Any, str | None, str]:
     """(pipeline, package hash or None for hub ids, model name) for a model path, $CODIXR_MODEL or the default."""
-    from codixr.pipeline import DEFAULT_MODEL_PATH, CoDiXRPipeline
+    from codixr.pipeline import CoDiXRPipeline, resolve_model_path
 
-    name = str(model or os.environ.get("CODIXR_MODEL") or DEFAULT_MODEL_PATH)
+    name = resolve_model_path(model)
     pipe = CoDiXRPipeline.from_pretrained(name)
     local = Path(name).expanduser()
     digest = package_sha256(local) if (local / "model_index.json").is_file() else None

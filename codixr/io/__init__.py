@@ -10,6 +10,7 @@ Every reading error is a :class:`XRayReadError` with a message a clinician can a
 from __future__ import annotations
 
 from codixr.io.errors import (
+    ColourImageError,
     CorruptFileError,
     EmptyFileError,
     ImageTooLargeError,
@@ -36,6 +37,7 @@ __all__ = [
     "UnsupportedFormatError",
     "CorruptFileError",
     "NotARadiographError",
+    "ColourImageError",
     "MultiFrameError",
     "ImageTooLargeError",
 ]

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import math
+import struct
 import threading
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import pydicom
+from pydicom.encaps import generate_fragments
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     UID,
@@ -31,13 +34,12 @@ from pydicom.uid import (
 
 from codixr.io.errors import (
     CorruptFileError,
-    ImageTooLargeError,
     MultiFrameError,
     NotARadiographError,
     UnsupportedFormatError,
     XRayReadError,
 )
-from codixr.io.preprocess import RawImage, luminance
+from codixr.io.preprocess import RawImage, check_grey, check_pixel_count, luminance
 
 logger = logging.getLogger(__name__)
 
@@ -163,16 +165,15 @@ def _check_radiograph(ds: pydicom.Dataset) -> None:
 
 
 def _check_pixels(ds: pydicom.Dataset, max_pixels: int) -> tuple[int, int, str]:
-    """Validate geometry, photometric interpretation and codec; returns (rows, columns, photometric)."""
+    """Validate geometry, photometric interpretation and codec; returns (rows, columns, photometric).
+
+    Sizes (Rows x Columns, the size at 0.139 mm, the padded square) are checked against ``max_pixels`` here,
+    before ``pixel_array`` decodes anything.
+    """
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows <= 0 or cols <= 0:
         raise CorruptFileError("This DICOM does not state its image size (Rows/Columns): it is damaged. Re-export it.")
-    if rows * cols > max_pixels:
-        raise ImageTooLargeError(
-            f"This image declares {rows} x {cols} pixels ({rows * cols / 1e6:.0f} megapixels), above the "
-            f"safety limit of {max_pixels / 1e6:g} megapixels. If it is a genuine radiograph, export it at a "
-            "lower resolution (or raise max_pixels)."
-        )
+    check_pixel_count((rows, cols), _spacing(ds), max_pixels, "DICOM")
     photometric = _text(ds, "PhotometricInterpretation") or "MONOCHROME2"
     samples = int(ds.get("SamplesPerPixel") or 1)
     if not ((photometric in _MONOCHROME and samples == 1) or (photometric in _COLOUR and samples == 3)):
@@ -193,7 +194,47 @@ def _check_pixels(ds: pydicom.Dataset, max_pixels: int) -> tuple[int, int, str]:
             f"This DICOM is compressed with {syntax.name}, and no decoder for it is installed "
             f"({'; '.join(decoder.missing_dependencies)}). Install one, or export the image uncompressed."
         )
+    if syntax.is_encapsulated:
+        _check_codestream_size(ds, rows, cols)
     return rows, cols, photometric
+
+
+def _check_codestream_size(ds: pydicom.Dataset, rows: int, cols: int) -> None:
+    """Refuse compressed pixel data whose own header (JPEG SOF, JPEG 2000 SIZ) states another size than
+    Rows x Columns: the codec would decode the stream's size, whatever the DICOM header says."""
+    first = next(itertools.islice(generate_fragments(ds.PixelData), 1, 2), b"")  # item 0 is the offset table
+    shape = _codestream_shape(first)
+    if shape is not None and shape != (rows, cols):
+        raise CorruptFileError(
+            f"This DICOM's compressed image is {shape[0]} x {shape[1]} pixels, which does not match the {rows} x "
+            f"{cols} its header states: the file is damaged. Re-export it."
+        )
+
+
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+
+
+def _codestream_shape(stream: bytes) -> tuple[int, int] | None:
+    """(rows, columns) stated by a JPEG / JPEG-LS SOF or a JPEG 2000 SIZ segment; None when not found (RLE...)."""
+    try:
+        if stream.startswith(b"\xff\xd8"):  # JPEG, JPEG-LS: walk the segments to the start of frame
+            offset = 2
+            while offset + 4 <= len(stream) and stream[offset] == 0xFF:
+                marker = stream[offset + 1]
+                if marker == 0xFF:  # a fill byte before the marker
+                    offset += 1
+                    continue
+                if marker in _JPEG_SOF:
+                    rows, cols = struct.unpack(">HH", stream[offset + 5 : offset + 9])
+                    return rows, cols
+                offset += 2 + struct.unpack(">H", stream[offset + 2 : offset + 4])[0]
+            return None
+        if stream.startswith(b"\xff\x4f\xff\x51"):  # JPEG 2000 codestream: SOC then SIZ
+            xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", stream[8:24])
+            return ysiz - yosiz, xsiz - xosiz
+    except struct.error:
+        return None
+    return None
 
 
 def _ensure_transfer_syntax(ds: pydicom.Dataset) -> None:
@@ -237,13 +278,15 @@ def _withhold_pydicom_messages() -> Iterator[None]:
             logger.debug("pydicom reported %d warning(s) on this file (text withheld)", len(caught))
 
 
-def read_dicom(data: bytes, max_pixels: int) -> DicomImage:
-    """Decode one single-frame DICOM radiograph from ``data``; raises :class:`XRayReadError` subclasses."""
+def read_dicom(data: bytes, max_pixels: int, allow_colour: bool = False) -> DicomImage:
+    """Decode one single-frame DICOM radiograph from ``data``; raises :class:`XRayReadError` subclasses.
+
+    Colour (RGB/YBR) pixels with real colour content are refused unless ``allow_colour``."""
     with _withhold_pydicom_messages():
-        return _read_dicom(data, max_pixels)
+        return _read_dicom(data, max_pixels, allow_colour)
 
 
-def _read_dicom(data: bytes, max_pixels: int) -> DicomImage:
+def _read_dicom(data: bytes, max_pixels: int, allow_colour: bool) -> DicomImage:
     stage = "header"
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
@@ -260,6 +303,8 @@ def _read_dicom(data: bytes, max_pixels: int) -> DicomImage:
                 "This DICOM's pixel data does not match its stated size; it is damaged. Re-export it."
             )
         if pixels.ndim == 3:
+            if not allow_colour:
+                check_grey(pixels, float(2 ** min(bits, 16) - 1))
             pixels = luminance(pixels)
         raw = RawImage(
             pixels=pixels,

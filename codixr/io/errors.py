@@ -28,9 +28,13 @@ class NotARadiographError(XRayReadError):
     """The DICOM object is not a projection radiograph (CT, MR, ultrasound, a report, a document...)."""
 
 
+class ColourImageError(NotARadiographError):
+    """The image has real colour content (a photograph, a colour screenshot): not a grey-scale radiograph."""
+
+
 class MultiFrameError(XRayReadError):
     """The DICOM object holds several frames; CoDiXR reads one radiograph per file."""
 
 
 class ImageTooLargeError(XRayReadError):
-    """The declared image size exceeds the pixel limit (guard against decompression bombs)."""
+    """The declared image size reaches the pixel limit (guard against decompression bombs), checked before decoding."""

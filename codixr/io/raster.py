@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from codixr.io.errors import CorruptFileError, ImageTooLargeError, MultiFrameError, XRayReadError
-from codixr.io.preprocess import RawImage, luminance
+from codixr.io.preprocess import RawImage, check_grey, check_pixel_count, luminance
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +30,33 @@ class RasterImage:
     photometric_interpretation: str  # described with DICOM terms: MONOCHROME2, RGB or PALETTE COLOR
 
 
-def _to_pixels(im: Image.Image) -> tuple[np.ndarray, int, str]:
+def _to_pixels(im: Image.Image, allow_colour: bool) -> tuple[np.ndarray, int, str]:
     """(pixels, bits, photometric) of an opened image, without losing 16-bit precision."""
+    if im.mode == "L":
+        return np.asarray(im), 8, "MONOCHROME2"
     if im.mode in _SIXTEEN_BIT_MODES:
         return np.asarray(im), 16, "MONOCHROME2"
-    if im.mode in ("L", "LA", "1"):
+    if im.mode in ("LA", "1"):
         return np.asarray(im.getchannel(0) if im.mode == "LA" else im.convert("L")), 8, "MONOCHROME2"
-    # Colour (Pillow reads 16-bit colour PNGs as 8-bit RGB) and palette images: BT.601 luminance.
+    # Colour (Pillow reads 16-bit colour PNGs as 8-bit RGB) and palette images: refused when they hold real
+    # colour, else (a grey image saved as RGB) BT.601 luminance.
     photometric = "PALETTE COLOR" if im.mode in ("P", "PA") else "RGB"
-    return luminance(np.asarray(im.convert("RGB"))), 8, photometric
+    rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    if not allow_colour:
+        check_grey(rgb)
+    return luminance(rgb), 8, photometric
 
 
-def read_raster(data: bytes, kind: str, max_pixels: int) -> RasterImage:
-    """Decode a PNG or JPEG (``kind``) from ``data``; raises :class:`XRayReadError` subclasses."""
+def read_raster(data: bytes, kind: str, max_pixels: int, allow_colour: bool = False) -> RasterImage:
+    """Decode a PNG or JPEG (``kind``) from ``data``; raises :class:`XRayReadError` subclasses.
+
+    The size is checked from the header (against ``max_pixels``, the padded square included) before any pixel
+    is decoded; colour images are refused unless ``allow_colour``.
+    """
     try:
         with Image.open(io.BytesIO(data), formats=[kind]) as im:
             width, height = im.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"This {kind} declares {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), "
-                    f"above the safety limit of {max_pixels / 1e6:g} megapixels. Export it at a lower resolution."
-                )
+            check_pixel_count((height, width), None, max_pixels, kind)
             if kind == "PNG" and getattr(im, "n_frames", 1) > 1:  # APNG; a JPEG (MPO) keeps its first image
                 raise MultiFrameError(
                     f"This {kind} is animated ({im.n_frames} frames); CoDiXR reads one still radiograph. "
@@ -59,7 +65,7 @@ def read_raster(data: bytes, kind: str, max_pixels: int) -> RasterImage:
             im.load()
             if kind == "JPEG":
                 im = ImageOps.exif_transpose(im)
-            pixels, bits, photometric = _to_pixels(im)
+            pixels, bits, photometric = _to_pixels(im, allow_colour)
     except XRayReadError:
         raise
     except Image.DecompressionBombError:

@@ -144,13 +144,16 @@ def read_xray(
     view: str | Modality | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_colour: bool = False,
 ) -> XRay:
     """Read a chest X-ray (DICOM, PNG or JPEG) and preprocess it exactly as the CoDi-XR paper (Sec. II).
 
     Steps, in order (paper's words in quotes; see :mod:`codixr.io.preprocess`):
 
     1. Decode: DICOM with pydicom (uncompressed, JPEG baseline/lossless, JPEG-LS, JPEG 2000 via pylibjpeg,
-       RLE); PNG/JPEG with Pillow at 8 or 16 bits (RGB and palette images become BT.601 luminance).
+       RLE); PNG/JPEG with Pillow at 8 or 16 bits. Sizes are checked against ``max_pixels`` from the header,
+       before decoding. RGB and palette images with real colour content are refused (a photograph is not a
+       radiograph); grey ones saved as RGB become BT.601 luminance.
     2. Rescale: apply RescaleSlope/RescaleIntercept where present.
     3. Normalise: "dividing every pixel by the maximum pixel value possible given by their bit depth,
        bringing the range to [0, 1]": by 2**BitsStored - 1; by 255 or 65535 for 8- or 16-bit PNG/JPEG.
@@ -167,14 +170,17 @@ def read_xray(
         size: output side in pixels; ``None`` returns the padded square at 0.139 mm before resizing.
         view: the view to report when the file does not say (PNG/JPEG, DICOM without a known
             ViewPosition): "frontal", "lateral", "unknown" or a :class:`~codixr.modality.Modality`.
-        max_pixels: refuse images whose declared (or resampled) pixel count exceeds this, before decoding.
+        max_pixels: refuse, before decoding, images whose declared pixel count, size at 0.139 mm or padded
+            square reaches this (an image of exactly ``max_pixels`` is refused).
+        allow_colour: read colour images as their BT.601 luminance instead of refusing them.
 
     Returns:
         An :class:`XRay`. Patient-identifying tags are never read into it, nor logged.
 
     Raises:
-        EmptyFileError, UnsupportedFormatError, CorruptFileError, NotARadiographError, MultiFrameError,
-        ImageTooLargeError (all :class:`XRayReadError`); ``XRayReadError`` itself when a path cannot be read.
+        EmptyFileError, UnsupportedFormatError, CorruptFileError, NotARadiographError (ColourImageError for
+        colour content), MultiFrameError, ImageTooLargeError (all :class:`XRayReadError`); ``XRayReadError``
+        itself when a path cannot be read.
         InputError / UnknownModalityError / TypeError for invalid arguments.
     """
     # 1. Check arguments
@@ -188,10 +194,10 @@ def read_xray(
     data = _read_bytes(source)
     kind = sniff_format(data)
     if kind == "dicom":
-        decoded = read_dicom(data, max_pixels)
+        decoded = read_dicom(data, max_pixels, allow_colour)
         file_view = decoded.view
     else:
-        decoded = read_raster(data, kind.upper(), max_pixels)
+        decoded = read_raster(data, kind.upper(), max_pixels, allow_colour)
         file_view = None
     if file_view and fallback_view not in (None, "unknown", file_view):
         logger.debug("ViewPosition gives %s, caller gave %s; using the file's", file_view, fallback_view)

@@ -187,7 +187,7 @@ def test_pixel_limit_is_configurable():
     data = png_bytes(np.zeros((64, 64), dtype=np.uint8))
     with pytest.raises(ImageTooLargeError, match="0.001 megapixels"):
         read_xray(data, max_pixels=1000)
-    assert read_xray(data, max_pixels=64 * 64).image.shape == (256, 256)
+    assert read_xray(data, max_pixels=64 * 64 + 1).image.shape == (256, 256)  # strict: 64 * 64 itself is refused
 
 
 def test_resampling_blow_up_is_refused():

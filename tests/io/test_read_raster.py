@@ -46,7 +46,7 @@ def test_png_is_padded_to_a_centred_square():
 
 def test_rgb_png_becomes_luminance():
     pixels = RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    xray = read_xray(png_bytes(pixels), size=None)
+    xray = read_xray(png_bytes(pixels), size=None, allow_colour=True)  # colour is refused unless allowed
     np.testing.assert_allclose(xray.image, pixels @ BT601 / 255, atol=1e-5)
     assert xray.photometric_interpretation == "RGB"
 
@@ -54,7 +54,7 @@ def test_rgb_png_becomes_luminance():
 def test_rgb_jpeg_becomes_luminance():
     pixels = np.empty((32, 32, 3), dtype=np.uint8)
     pixels[:] = (200, 100, 50)
-    xray = read_xray(jpeg_bytes(pixels))
+    xray = read_xray(jpeg_bytes(pixels), allow_colour=True)
     assert xray.modality == "JPEG" and xray.image.shape == (256, 256)
     np.testing.assert_allclose(xray.image, (BT601 @ [200, 100, 50]) / 255, atol=3 / 255)  # JPEG chroma error
 
@@ -73,7 +73,7 @@ def test_palette_png_uses_its_palette():
     image.putpalette(palette.ravel().tolist())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    xray = read_xray(buffer.getvalue(), size=None)
+    xray = read_xray(buffer.getvalue(), size=None, allow_colour=True)
     np.testing.assert_allclose(xray.image, (palette @ BT601 / 255)[indices], atol=1e-5)
     assert xray.photometric_interpretation == "PALETTE COLOR"
 

@@ -21,6 +21,7 @@ from codixr.io import XRayReadError
 from codixr.modality import CONDITION_LABELS, Modality
 
 from codixr.app.config import AppConfig
+from codixr.app.escaping import html_text, markdown_text
 from codixr.app.examples import load_examples
 from codixr.app.findings import (
     comparison_chart_image,
@@ -66,7 +67,7 @@ def guarded(action: str) -> Callable:
             except gr.Error:
                 raise
             except (CoDiXRError, XRayReadError) as exc:
-                raise gr.Error(str(exc), title=f"{action} failed", print_exception=False) from None
+                raise gr.Error(html_text(exc), title=f"{action} failed", print_exception=False) from None
             except Exception as exc:  # the message could quote an upload's path or content: log the type only
                 logger.error("%s failed with %s at:\n%s", action, type(exc).__name__,
                              "".join(traceback.format_tb(exc.__traceback__)))
@@ -77,6 +78,11 @@ def guarded(action: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+def warn(message: str, **kwargs) -> None:
+    """``gr.Warning`` with ``message`` shown as text: gradio renders a toast's message as HTML."""
+    gr.Warning(html_text(message.replace("**", "")), **kwargs)
 
 
 def theme() -> gr.themes.Base:
@@ -123,10 +129,10 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         try:
             view = read_view(path, slot)
         except (CoDiXRError, XRayReadError) as exc:
-            gr.Warning(str(exc), title=f"{slot.capitalize()} X-ray not usable")
-            return None, f"**{slot.capitalize()} not usable:** {exc}"
+            warn(str(exc), title=f"{slot.capitalize()} X-ray not usable")
+            return None, f"**{slot.capitalize()} not usable:** {markdown_text(exc)}"
         for warning in view.warnings:
-            gr.Warning(warning.replace("**", ""), title="View check")
+            warn(warning, title="View check")
         return _pil(view.xray.image), describe_view(view)
 
     @guarded("Generation")
@@ -139,7 +145,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                           progress=lambda step, total: progress((step, total), desc="Denoising", unit="steps"))
         progress(1.0, desc="Findings")
         for warning in result.warnings:
-            gr.Warning(warning.replace("**", ""))
+            warn(warning)
         headers, rows = findings_table(result.items)
         charts = [(chart, item.name) for item in result.items if (chart := findings_chart_image(item)) is not None]
         overlays = [(kp.overlay, f"{name}: " + ", ".join(f"{w} ({s:.2f})" for w, s in kp.keywords[:5]))
@@ -157,7 +163,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         paths = [f if isinstance(f, str) else getattr(f, "name", f) for f in (files or [])]
         study = read_study(paths)
         for warning in study.warnings:
-            gr.Warning(warning, title="Study views")
+            warn(warning, title="Study views")
         folder = temp.new_dir("study")
         pngs = {v: str(write_view_png(getattr(study, v).xray, folder, v)) for v in ("frontal", "lateral")
                 if getattr(study, v) is not None}
@@ -167,7 +173,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
     def send_study(pngs: dict | None, tab: str):
         pngs = pngs or {}
         if not pngs:
-            gr.Warning("Upload a study first: no frontal or lateral view has been assigned yet.")
+            warn("Upload a study first: no frontal or lateral view has been assigned yet.")
         return pngs.get("frontal"), pngs.get("lateral"), gr.Tabs(selected=tab)
 
     @guarded("Review")
@@ -176,7 +182,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                         steps=steps, seed=seed, workdir=temp.new_dir("review"),
                         progress=lambda step, total: progress((step, total), desc="Denoising", unit="steps"))
         for warning in result.generation.warnings:
-            gr.Warning(warning.replace("**", ""))
+            warn(warning)
         headers, rows = result.table
         status = "\n\n".join([f"Held out the **{result.hold_out}** and generated it from the rest of the study. "
                               + result.summary, *(f"**Warning:** {w}" for w in result.generation.warnings),

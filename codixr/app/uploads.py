@@ -2,7 +2,8 @@
 
 Everything is read through :func:`codixr.io.read_xray` (the paper's preprocessing, typed errors). Nothing read
 here is logged; messages name the user's own files back to them only, never a DICOM tag value other than the
-view.
+view. Messages are Markdown in which every file name is a code span made by ``markdown_code`` (a name can hold
+backticks, HTML or Markdown); the app shows them in toasts through ``html_text``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
+from codixr.app.escaping import markdown_code, markdown_text
 from codixr.errors import InputError
 from codixr.io import XRay, XRayReadError, read_xray, write_png
 
@@ -100,7 +102,7 @@ class Study:
     def markdown(self) -> str:
         readable = sum(f.xray is not None for f in self.files)
         head = f"**Study:** {len(self.files)} file(s), {readable} readable X-ray(s)."
-        lines = [f"- **{v.capitalize()}:** `{getattr(self, v).name}` (ViewPosition: {v})"
+        lines = [f"- **{v.capitalize()}:** {markdown_code(getattr(self, v).name)} (ViewPosition: {v})"
                  for v in IMAGE_VIEWS if getattr(self, v) is not None]
         return "\n".join([head, *lines, *(f"- **{w}**" for w in self.warnings), *(f"- {m}" for m in self.messages)])
 
@@ -121,10 +123,10 @@ def read_study(paths: Sequence[str | os.PathLike]) -> Study:
     study = Study(files=files)
     for f in files:
         if f.problem:
-            study.messages.append(f"`{f.name}` was not used: {f.problem}")
+            study.messages.append(f"{markdown_code(f.name)} was not used: {markdown_text(f.problem)}")
     if not any(f.xray is not None for f in files):
         raise StudyUploadError("None of the uploaded files is a readable chest X-ray:\n"
-                               + "\n".join(f"- `{f.name}`: {f.problem}" for f in files))
+                               + "\n".join(f"- {markdown_code(f.name)}: {f.problem}" for f in files))
     for view in IMAGE_VIEWS:
         found = [f for f in files if f.xray is not None and f.xray.view == view]
         if len(found) == 1:
@@ -133,15 +135,15 @@ def read_study(paths: Sequence[str | os.PathLike]) -> Study:
             study.warnings.append(f"No file states a {view} view (DICOM ViewPosition), so none was assigned: "
                                   f"upload the {view} view in its box on the Generate tab if the study has one.")
         else:
-            names = ", ".join(f"`{f.name}`" for f in found)
+            names = ", ".join(markdown_code(f.name) for f in found)
             study.warnings.append(f"The {view} view is ambiguous: {len(found)} files state it ({names}). None was "
                                   f"assigned: upload the one you mean in the {view} box on the Generate tab.")
     for f in files:
         if f.xray is not None and f.xray.view == "unknown":
             kind = "has no view information" if f.xray.modality in ("PNG", "JPEG") else \
                 "does not state a view CoDiXR recognises (ViewPosition)"
-            study.messages.append(f"`{f.name}` {kind}, so it was not assigned: put it in the frontal or lateral box "
-                                  "on the Generate tab yourself.")
+            study.messages.append(f"{markdown_code(f.name)} {kind}, so it was not assigned: put it in the frontal or "
+                                  "lateral box on the Generate tab yourself.")
     return study
 
 
@@ -185,8 +187,8 @@ def _zip_members(data: bytes) -> Iterable[tuple[str, bytes]]:
     for info in infos:
         name = PurePosixPath(info.filename).name
         if info.file_size > MAX_MEMBER_BYTES:
-            raise StudyUploadError(f"`{name}` in the .zip is larger than {MAX_MEMBER_BYTES // 1024**2} MB; export the "
-                                   "radiograph at a lower resolution.")
+            raise StudyUploadError(f"{markdown_code(name)} in the .zip is larger than {MAX_MEMBER_BYTES // 1024**2} "
+                                   "MB; export the radiograph at a lower resolution.")
         try:
             with archive.open(info) as member:
                 content = member.read(MAX_MEMBER_BYTES + 1)
@@ -197,7 +199,8 @@ def _zip_members(data: bytes) -> Iterable[tuple[str, bytes]]:
             raise StudyUploadError("The .zip file is damaged (a file inside cannot be unpacked). Zip the study "
                                    "again, or upload the DICOM files themselves.") from None
         if len(content) > MAX_MEMBER_BYTES:
-            raise StudyUploadError(f"`{name}` in the .zip unpacks to more than {MAX_MEMBER_BYTES // 1024**2} MB.")
+            raise StudyUploadError(f"{markdown_code(name)} in the .zip unpacks to more than "
+                                   f"{MAX_MEMBER_BYTES // 1024**2} MB.")
         unpacked += len(content)
         if unpacked > MAX_ZIP_TOTAL_BYTES:  # the sizes a damaged or crafted archive declares may be false
             raise StudyUploadError("The .zip unpacks to more than 1 GB, far more than one chest X-ray study.")

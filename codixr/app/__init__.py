@@ -8,8 +8,9 @@
 
 Run-time rules kept here: no analytics or other network calls (Hugging Face libraries are put offline, gradio's
 telemetry, run history, monitoring and MCP server are off); uploads and outputs live in a private temp folder
-removed at exit; nothing about patients is logged. The model loads once, lazily, and a start-up self-test puts
-a status line on the page instead of failing on the first click.
+removed at exit (and, after a crash, at the next start); an uploaded file is deleted by the request that reads
+it and never served back; nothing about patients is logged. The model loads once, lazily, and a start-up
+self-test puts a status line on the page instead of failing on the first click.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from starlette.middleware import Middleware
+
 from codixr.app.config import AppConfig
-from codixr.app.runtime import ModelService, SelfTest, TempStore, self_test
+from codixr.app.runtime import ModelService, SelfTest, TempStore, UploadGuard, self_test
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,8 @@ def launch(config: AppConfig | None = None, *, block: bool = True, quiet: bool =
     demo.launch(server_name=config.host, server_port=config.port, share=False, prevent_thread_lock=True,
                 quiet=quiet, max_file_size=f"{config.max_file_size_mb}mb", enable_monitoring=False,
                 run_history=False, mcp_server=False, ssr_mode=False, footer_links=["api", "settings"],
-                theme=theme(), css=CSS)
+                theme=theme(), css=CSS,
+                app_kwargs={"middleware": [Middleware(UploadGuard, blocks=demo, upload_dir=temp.gradio_dir)]})
     logger.info("CoDiXR Studio is serving on %s", studio.url)
     if block:
         try:

@@ -3,6 +3,10 @@
 Images are read by the findings classifier (torchxrayvision DenseNet when its weights are installed) and by the
 model's own zero-shot reading, each labelled with its source; reports by the rule-based labeler
 (:mod:`codixr.metrics.labeler`). Keypatch overlays come from ``codixr.findings.keypatches``.
+
+Every image score is shown with the reader's validation AUROC beside it; a pathology the reader did not
+validate (AUROC below ``MIN_VALIDATION_AUROC`` or none on record) reads "not validated", with no positive or
+negative call, in the table, the chart and the JSON (``Findings.status``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from codixr.errors import CoDiXRError
+from codixr.findings.result import NOT_ASSESSED, NOT_VALIDATED, POSITIVE
 from codixr.modality import NO_FINDING, PATHOLOGIES
 
 logger = logging.getLogger(__name__)
@@ -57,13 +62,14 @@ class ItemFindings:
         return "zero-shot" if "zero-shot" in primary.source else "classifier"
 
     def status(self, pathology: str) -> str | None:
-        """"positive", "negative", "uncertain" or "not mentioned"; None when no reader assesses it."""
+        """"positive", "negative", "uncertain", "not mentioned" or "not validated"; None when no reader assesses it."""
         if self.labels is not None:
             return _LABEL_WORDS[self.labels.get(pathology)]
         primary = self.primary
-        if primary is None or primary.scores[pathology] is None:
+        if primary is None:
             return None
-        return "positive" if pathology in primary.positive else "negative"
+        status = primary.status(pathology)
+        return None if status == NOT_ASSESSED else status
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "modality": self.modality}
@@ -113,10 +119,16 @@ def findings_table(items: Sequence[ItemFindings]) -> tuple[list[str], list[list[
 
 
 def _score_cell(reading, pathology: str) -> str:
-    score = reading.scores[pathology]
+    """E.g. "0.71 positive (validation AUROC 0.845)", "0.62 not validated (validation AUROC 0.505)"."""
+    score, status = reading.scores[pathology], reading.status(pathology)
     if score is None:
-        return "not assessed"
-    return f"{score:.2f} positive" if pathology in reading.positive else f"{score:.2f}"
+        return NOT_ASSESSED
+    return f"{score:.2f} {status} ({auroc_text(reading.validation_auroc[pathology])})"
+
+
+def auroc_text(auroc: float | None) -> str:
+    """The validation AUROC as shown beside a score."""
+    return "no validation AUROC" if auroc is None else f"validation AUROC {auroc:.3f}"
 
 
 def unavailable_notes(items: Sequence[ItemFindings]) -> list[str]:
@@ -158,16 +170,16 @@ def agreement_table(real: ItemFindings, synthetic: ItemFindings) -> tuple[list[s
     """Where the real and the synthetic item agree: (headers, rows, one-line summary).
 
     As in the paper's label metrics (``codixr.metrics`` defaults), "uncertain" and "not mentioned" count as not
-    positive; a pathology that either side's reader does not assess is not compared.
+    positive; a pathology that either side's reader does not assess, or did not validate, is not compared.
     """
     rows, agree, compared = [], 0, 0
     for p in PATHOLOGIES:
         a, b = real.status(p), synthetic.status(p)
-        if a is None or b is None:
+        if a is None or b is None or NOT_VALIDATED in (a, b):
             verdict = "not compared"
         else:
             compared += 1
-            same = (a == "positive") == (b == "positive")
+            same = (a == POSITIVE) == (b == POSITIVE)
             agree += same
             verdict = "agree" if same else "DIFFER"
         rows.append([p, a or "not assessed", b or "not assessed", verdict])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -122,13 +123,27 @@ def self_test(service: ModelService) -> SelfTest:
 class TempStore:
     """A private (mode 0700) temp folder for this app process: uploads, unpacked studies, downloads.
 
-    Work folders older than ``max_age_s`` are removed whenever a new one is made; ``cleanup()`` (registered
-    at exit by the launcher) removes everything.
+    Made as ``<base>/codixr-app-<pid>-<random>`` with an ``owner`` file (PID and process start time), after the
+    folders that earlier runs left behind in ``base`` are removed (:meth:`sweep`): a ``kill -9`` or a crash
+    runs no exit handler, so the next start cleans up. Work folders older than ``max_age_s`` are removed
+    whenever a new one is made; ``cleanup()`` (registered at exit by the launcher) removes everything.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, max_age_s: float = 3600.0) -> None:
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="codixr-app-"))
-        self.root.mkdir(parents=True, exist_ok=True)
+    PREFIX = "codixr-app-"
+    OWNER_FILE = "owner"
+    #: Folders of versions that did not name them by PID are removed once untouched for this long.
+    LEGACY_MAX_AGE_S = 24 * 3600.0
+
+    def __init__(self, root: str | os.PathLike | None = None, max_age_s: float = 3600.0,
+                 base: str | os.PathLike | None = None) -> None:
+        if root:
+            self.root = Path(root)
+            self.root.mkdir(parents=True, exist_ok=True)
+        else:
+            base = Path(base or tempfile.gettempdir())
+            self.sweep(base)
+            self.root = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-", dir=base))
+            self.write_owner(self.root)
         self.work = self.root / "work"
         self.work.mkdir(exist_ok=True)
         self.max_age_s = max_age_s
@@ -158,3 +173,108 @@ class TempStore:
     def cleanup(self) -> None:
         """Remove the whole temp folder."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+    # ----------------------------------------------------------------------------- what earlier runs left
+    @classmethod
+    def write_owner(cls, folder: Path, pid: int | None = None) -> None:
+        """Record which process owns ``folder``: its PID and start time (so that a reused PID is told apart)."""
+        pid = os.getpid() if pid is None else pid
+        (Path(folder) / cls.OWNER_FILE).write_text(f"{pid} {_process_start(pid) or 0}\n")
+
+    @classmethod
+    def sweep(cls, base: str | os.PathLike) -> int:
+        """Remove this user's ``codixr-app-*`` folders in ``base`` whose run is over; returns how many.
+
+        A run is over when its PID is not alive, or is alive with another start time than the owner file
+        records (the PID was reused, e.g. PID 1 again in a restarted container); folders of older versions
+        (no PID in the name) go once untouched for ``LEGACY_MAX_AGE_S``.
+        """
+        removed = 0
+        for folder in Path(base).glob(f"{cls.PREFIX}*"):
+            try:
+                info = folder.lstat()
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or not cls._run_is_over(folder):
+                    continue
+            except OSError:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += not folder.exists()
+        if removed:
+            logger.info("removed %d temp folder(s) left by earlier runs of the app", removed)
+        return removed
+
+    @classmethod
+    def _run_is_over(cls, folder: Path) -> bool:
+        pid_text = folder.name[len(cls.PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or "-" not in folder.name[len(cls.PREFIX):]:
+            newest = max([folder.lstat().st_mtime] + [p.lstat().st_mtime for p in folder.iterdir()])
+            return newest < time.time() - cls.LEGACY_MAX_AGE_S
+        pid = int(pid_text)
+        if not _pid_alive(pid):
+            return True
+        try:
+            recorded = int((folder / cls.OWNER_FILE).read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return False  # alive, and no record to tell (yet): keep it
+        started = _process_start(pid)
+        return started is not None and recorded != started
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (Linux /proc); None where that is not known."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:  # the command name (field 2) may hold spaces and parentheses: count from the last ")"
+        return int(stat_line.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+class UploadGuard:
+    """ASGI middleware: gradio's ``/file=`` route never serves a file a user uploaded (``Blocks.upload_file_set``).
+
+    An upload is deleted by the request that reads it; this closes the time before (a queued request) and
+    uploads that no request ever reads. Outputs (previews, downloads) are served as before.
+    """
+
+    def __init__(self, app, blocks, upload_dir: str | os.PathLike) -> None:
+        self.app = app
+        self.blocks = blocks
+        self.upload_dir = os.path.abspath(upload_dir)  # as gradio names its uploads (GRADIO_TEMP_DIR)
+        self._real_upload_dir = os.path.realpath(upload_dir)
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        if "/file=" in path and self._uploaded(path.split("/file=", 1)[1]):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("File not found.", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _uploaded(self, target: str) -> bool:
+        """Whether ``target`` names an upload, however it is spelled (``..``, ``//``, symbolic links)."""
+        uploaded = getattr(self.blocks, "upload_file_set", None) or ()
+        try:
+            real = os.path.realpath(target)
+        except ValueError:  # e.g. a NUL byte: no file has that name
+            return False
+        if os.path.commonpath([real, self._real_upload_dir]) == self._real_upload_dir:
+            spelled = os.path.join(self.upload_dir, os.path.relpath(real, self._real_upload_dir))
+            if spelled in uploaded:
+                return True
+        return target in uploaded or real in uploaded

@@ -42,7 +42,7 @@ from codixr.app.generation import (
 )
 from codixr.app.reader_study import ReaderStudyError, ReaderStudyStore, start_session
 from codixr.app.runtime import ModelService, SelfTest, TempStore
-from codixr.app.uploads import describe_view, read_study, read_view, write_view_png
+from codixr.app.uploads import describe_view, discard_uploads, read_study, read_view, write_view_png
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ def guarded(action: str) -> Callable:
                 raise gr.Error(f"{action} failed because of an internal error ({type(exc).__name__}). The app is "
                                "still running: check the inputs and try again.", title=f"{action} failed",
                                print_exception=False) from None
+            finally:  # no upload outlives its request, not even one the request refused before reading it
+                discard_uploads([*args, *kwargs.values()])
 
         return wrapper
 
@@ -391,3 +393,6 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         summary_refresh.click(on_reader_summary, None, [summary_text, summary_table], api_name="reader_summary")
         export.click(on_reader_export, None, export_file, api_name="reader_export")
     return demo
+        for box in (rv_frontal, rv_lateral):  # no preview here: read the upload (keep its image) and delete it now
+            box.change(lambda path: discard_uploads([path]), box, None, concurrency_limit=4, show_progress="hidden",
+                       api_visibility="private")

@@ -225,6 +225,19 @@ class XRVClassifier(torch.nn.Module):
         """Calibrated scores (N, n_targets) for images in [0, 1]; 0.5 is each target's operating point."""
         return self.outputs(image)[1]
 
+    @property
+    def validation_auroc(self) -> dict[str, float | None]:
+        """Pathology -> AUROC on the validation split recorded in the card (``card["validation"]``, written by
+        ``training.train_classifier``); None where the card records none or marks the pathology not assessed
+        (too few cases). The official torchxrayvision weights carry no validation of their own here."""
+        out: dict[str, float | None] = {}
+        for target, entry in (self.card.get("validation") or {}).items():
+            if isinstance(entry, Mapping):
+                name = pathology_name(str(entry.get("name") or target))
+                auroc = entry.get("auroc") if entry.get("assessed", True) else None
+                out[name] = None if auroc is None else float(auroc)
+        return out
+
     @torch.no_grad()
     def predict(self, image: Any, include_extra: bool = False) -> Findings:
         """`Findings` for one image (array in [0, 1], PIL image, `XRay` or path)."""
@@ -239,6 +252,7 @@ class XRVClassifier(torch.nn.Module):
             thresholds={n: (0.5 if ok else None) for n, ok in has_op.items()},
             probabilities={names[i]: prob[i] for i in keep if names[i] in PATHOLOGIES},
             operating_points={names[i]: thr[i] for i in keep if names[i] in PATHOLOGIES},
+            validation_auroc=self.validation_auroc,
             include_extra=include_extra,
         )
 

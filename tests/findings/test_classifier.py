@@ -205,13 +205,18 @@ def test_zero_shot_unavailable_without_model_or_scorer(monkeypatch):
 
 # ------------------------------------------------------------------ Findings and chart
 def test_findings_contract():
-    f = Findings(scores={"Pneumonia": 0.7, "Edema": float("nan"), "Lung Opacity": 0.2},
-                 thresholds={"Pneumonia": 0.5, "Lung Opacity": 0.5}, source="s")
+    f = Findings(scores={"Pneumonia": 0.7, "Edema": float("nan"), "Lung Opacity": 0.2, "Atelectasis": 0.9},
+                 thresholds={"Pneumonia": 0.5, "Lung Opacity": 0.5, "Atelectasis": 0.5}, source="s",
+                 validation_auroc={"Pneumonia": 0.85, "Lung Opacity": 0.72, "Atelectasis": 0.50})
     assert list(f.scores) == list(PATHOLOGIES)
-    assert f.scores["Edema"] is None and f.scores["Atelectasis"] is None
+    assert f.scores["Edema"] is None and f.scores["Cardiomegaly"] is None
     assert f.positive == ("Pneumonia",) and "Edema" in f.not_assessed and "Lung Opacity" not in f.not_assessed
+    assert f.not_validated == ("Atelectasis",)  # above its threshold, but validated at chance: no call
+    assert [f.status(p) for p in ("Pneumonia", "Lung Opacity", "Atelectasis", "Edema")] == \
+        ["positive", "negative", "not validated", "not assessed"]
     d = json.loads(json.dumps(f.to_dict()))
-    assert d["scores"]["Atelectasis"] is None and d["positive"] == ["Pneumonia"]
+    assert d["scores"]["Cardiomegaly"] is None and d["positive"] == ["Pneumonia"]
+    assert d["status"]["Atelectasis"] == "not validated" and d["validation_auroc"]["Cardiomegaly"] is None
     with pytest.raises(ValueError, match="extra_scores"):
         Findings(scores={"Fracture": 0.4}, source="s")
 

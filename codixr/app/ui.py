@@ -381,6 +381,9 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                           api_visibility="private")
         to_review.click(functools.partial(send_study, tab="review"), study_pngs, [rv_frontal, rv_lateral, tabs],
                         api_visibility="private")
+        for box in (rv_frontal, rv_lateral):  # no preview here: read the upload (keep its image) and delete it now
+            box.change(lambda path: discard_uploads([path]), box, None, concurrency_limit=4, show_progress="hidden",
+                       api_visibility="private")
         rv_run.click(on_review, [rv_frontal, rv_lateral, rv_impression, rv_hold, rv_steps, rv_seed],
                      [rv_real_image, rv_synth_image, rv_real_text, rv_synth_text, rv_status, rv_chart, rv_table,
                       rv_downloads], api_name="review", concurrency_id=MODEL_CONCURRENCY_ID,
@@ -393,6 +396,3 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         summary_refresh.click(on_reader_summary, None, [summary_text, summary_table], api_name="reader_summary")
         export.click(on_reader_export, None, export_file, api_name="reader_export")
     return demo
-        for box in (rv_frontal, rv_lateral):  # no preview here: read the upload (keep its image) and delete it now
-            box.change(lambda path: discard_uploads([path]), box, None, concurrency_limit=4, show_progress="hidden",
-                       api_visibility="private")

@@ -107,7 +107,8 @@ def chest_plausibility_warnings(xray: XRay) -> list[str]:
         reasons.append("it is almost one flat grey level, with no anatomy in it")
     white = float(np.mean(content > _WHITE))
     if white > _MAX_WHITE_FRACTION:
-        reasons.append(f"{white:.0%} of it is pure white, as on a scanned page or a document")
+        reasons.append(f"{white:.0%} of it is pure white, as on a scanned page, or a film mostly outside the "
+                       "exposed field")
     rows, cols = xray.original_shape
     aspect = max(rows, cols) / max(1, min(rows, cols))
     if aspect > _MAX_ASPECT:

@@ -89,7 +89,17 @@ def test_real_chest_radiographs_are_not_flagged(shared_data_dir):
     assert len(flagged) <= 0.01 * len(paths), flagged
 
 
-def test_the_plausibility_check_reads_the_preprocessed_image_only(tmp_path):
+def test_the_check_works_outside_the_app_too(tmp_path):
     view = read_view(_document(tmp_path / "doc.png"), "frontal")
     assert any(NOT_A_CHEST in w for w in view.warnings)
-    assert read_xray(tmp_path / "doc.png").image.shape == (256, 256)
+    assert read_xray(tmp_path / "doc.png").image.shape == (256, 256)  # read all the same, only flagged
+
+
+def test_real_dicoms_a_chest_passes_a_tibia_is_flagged():
+    from pydicom.data import get_testdata_file
+
+    chest, tibia = (get_testdata_file(name, download=False) for name in ("RG1_UNCR.dcm", "RG3_UNCR.dcm"))
+    if not (chest and tibia):
+        pytest.skip("pydicom-data is not installed")
+    assert not any(NOT_A_CHEST in w for w in read_view(chest, "frontal").warnings)  # CR chest, 1955 x 1841
+    assert any(NOT_A_CHEST in w for w in read_view(tibia, "frontal").warnings)  # CR extremity, collimated

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,10 +24,9 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from codixr.app.runtime import TempStore
-from codixr.app.uploads import read_view
-from tests.app.fixtures import write_dicom, write_zip
-from tests.io.fixtures import PATIENT_ID, dicom_bytes, make_dicom
-from tests.app.fixtures import xray_array
+from codixr.app.uploads import KeptUploads, UploadGoneError, read_view
+from tests.app.fixtures import write_dicom, write_zip, xray_array
+from tests.io.fixtures import PATIENT_ID, dicom_bytes, make_dicom, png_bytes
 
 SENTINEL = PATIENT_ID.encode()
 
@@ -93,9 +93,18 @@ def dicom(tmp_path) -> Path:
 def test_an_uploaded_original_is_never_served(studio, dicom):
     server_path = _upload(studio.url, dicom)
     assert SENTINEL in Path(server_path).read_bytes()  # gradio keeps it until a request reads it
-    assert _status(studio.url + f"gradio_api/file={server_path}") in (403, 404)
+    folder, name = os.path.split(server_path)
+    for spelled in (server_path, "/" + server_path, f"{folder}/../{os.path.basename(folder)}/{name}"):
+        assert _status(studio.url + f"gradio_api/file={spelled}") in (403, 404), spelled
     _call(studio.url, "preview_frontal", [_file_data(server_path)])
     assert _status(studio.url + f"gradio_api/file={server_path}") in (403, 404)
+
+
+def test_outputs_are_still_served(studio, tmp_path):
+    png = tmp_path / "chest.png"
+    png.write_bytes(png_bytes(xray_array(3)))
+    event, (image, _) = _call(studio.url, "preview_frontal", [_file_data(_upload(studio.url, png))])
+    assert _status(studio.url + f"gradio_api/file={image['path']}") == 200  # the preprocessed preview
 
 
 def test_preview_deletes_the_upload_and_generate_uses_what_it_kept(studio, dicom):
@@ -158,6 +167,25 @@ def test_reading_a_file_outside_the_app_leaves_it_alone(tmp_path):
     path.write_bytes(dicom_bytes(make_dicom(xray_array(7, bits=12), bits_stored=12, view_position="PA")))
     read_view(path, "frontal")
     assert path.exists()  # a library caller's own file, not an upload
+
+
+# --------------------------------------------------------------------------------------------- what is kept
+def test_what_is_kept_is_bounded_and_the_file_read_once(tmp_path):
+    kept = KeptUploads(max_items=1)
+    first, second = tmp_path / "a.dcm", tmp_path / "b.dcm"
+    for path, seed in ((first, 1), (second, 2)):
+        path.write_bytes(dicom_bytes(make_dicom(xray_array(seed, bits=12), bits_stored=12, view_position="PA")))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(kept.take(first))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and all(r is results[0] for r in results)  # one read, four answers
+    assert not first.exists() and results[0].view == "frontal" and results[0].image.shape == (256, 256)
+    kept.take(second)  # pushes the first out
+    with pytest.raises(UploadGoneError, match="Upload the file again"):
+        kept.take(first)
 
 
 # --------------------------------------------------------------------------------------------- at start

@@ -15,6 +15,7 @@ import math
 import struct
 import threading
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -34,6 +35,7 @@ from pydicom.uid import (
 
 from codixr.io.errors import (
     CorruptFileError,
+    ImageTooLargeError,
     MultiFrameError,
     NotARadiographError,
     UnsupportedFormatError,
@@ -237,6 +239,34 @@ def _codestream_shape(stream: bytes) -> tuple[int, int] | None:
     return None
 
 
+_DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+_INFLATE_CHUNK = 1 << 20
+
+
+def _check_deflated_size(data: bytes, max_pixels: int) -> None:
+    """pydicom inflates a deflated dataset whole, before any tag is read: refuse, first, one that inflates to more
+    than a radiograph under ``max_pixels`` can need (8 bytes a pixel and 1 MiB of tags), counted in 1 MiB steps."""
+    if data[128:136] != b"DICM\x02\x00\x00\x00":  # no File Meta group length: not a deflated Part-10 file
+        return
+    meta_end = 144 + struct.unpack("<I", data[140:144])[0]
+    if _DEFLATED_SYNTAX not in data[132:meta_end]:
+        return
+    limit = 8 * max_pixels + _INFLATE_CHUNK
+    inflater, pending, total = zlib.decompressobj(-zlib.MAX_WBITS), memoryview(data)[meta_end:], 0
+    try:
+        while pending and total <= limit:
+            total += len(inflater.decompress(pending, _INFLATE_CHUNK))
+            pending = inflater.unconsumed_tail
+    except zlib.error:
+        return  # damaged: pydicom's own reading says so
+    if total > limit:
+        raise ImageTooLargeError(
+            f"This DICOM's deflated dataset unpacks to more than {limit / 1e6:.0f} MB, far more than a radiograph "
+            f"under the safety limit of {max_pixels / 1e6:g} megapixels needs: it is damaged or not a radiograph. "
+            "Export it uncompressed."
+        )
+
+
 def _ensure_transfer_syntax(ds: pydicom.Dataset) -> None:
     """Files without a File Meta header: record the encoding pydicom detected as the transfer syntax."""
     if "TransferSyntaxUID" in ds.file_meta:
@@ -288,6 +318,7 @@ def read_dicom(data: bytes, max_pixels: int, allow_colour: bool = False) -> Dico
 
 def _read_dicom(data: bytes, max_pixels: int, allow_colour: bool) -> DicomImage:
     stage = "header"
+    _check_deflated_size(data, max_pixels)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
         _ensure_transfer_syntax(ds)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from codixr.io import DEFAULT_MAX_PIXELS, CorruptFileError, ImageTooLargeError, read_xray
 from tests.io.fixtures import dicom_bytes, jpeg_bytes, make_dicom, png_bytes, png_header_only
@@ -82,6 +82,26 @@ def test_a_jpeg_dicom_whose_stream_is_larger_than_its_header_is_refused_before_d
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     with pytest.raises(CorruptFileError, match="does not match"):
         read_xray(dicom_bytes(ds))
+
+
+def test_a_deflated_dicom_that_unpacks_beyond_the_limit_is_refused_before_pydicom_inflates_it(monkeypatch):
+    ds = make_dicom(np.zeros((1000, 1000), dtype=np.uint16))  # 2 MB of pixels, a few KB deflated
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    data = dicom_bytes(ds)
+    assert len(data) < 50_000
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("pydicom was asked to inflate the dataset")
+
+    monkeypatch.setattr("pydicom.filereader.zlib.decompress", refuse)
+    with pytest.raises(ImageTooLargeError, match="deflated"):
+        read_xray(data, max_pixels=100_000)  # 0.8 MB + 1 MiB of inflated data allowed
+
+
+def test_a_deflated_dicom_within_the_limit_is_read():
+    ds = make_dicom(np.full((64, 64), 300, dtype=np.uint16), bits_stored=12)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    np.testing.assert_allclose(read_xray(dicom_bytes(ds)).image, 300 / 4095, atol=1e-6)
 
 
 def test_pillows_own_bomb_limit_is_not_what_stops_it(monkeypatch):

@@ -7,9 +7,9 @@ impression, a reader code or a DICOM text field put into either as is becomes ma
 
 * :func:`html_text` for toasts and ``gr.HTML`` text: ``&``, ``<`` and ``>`` become entities (quotes are left
   as they are: nothing here goes into an attribute);
-* :func:`markdown_text` for ``gr.Markdown``: every Markdown-significant character is backslash-escaped and
-  ``&<>`` become entities, so the text reads back exactly as typed, with no emphasis, link, image, code span,
-  heading, list, table cell, LaTeX (``$``) or raw HTML in it;
+* :func:`markdown_text` for ``gr.Markdown``: the Markdown-significant characters are backslash-escaped and
+  ``&<>`` become entities, so the text reads back exactly as typed, with no emphasis, link, image, autolink,
+  code span, heading, list, table cell, LaTeX (``$``) or raw HTML in it;
 * :func:`markdown_code` for a name shown as code in Markdown: a code span whose fence is longer than any run
   of backticks in the name (CommonMark), so nothing in the name can close it.
 
@@ -23,9 +23,13 @@ import re
 
 __all__ = ["html_text", "markdown_code", "markdown_text"]
 
-# ASCII punctuation that CommonMark/GFM (and gradio's LaTeX delimiters, `$`) give a meaning to; `&<>` are handled
-# as HTML entities instead.
-_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()#+-.!|~$:@\"'=/^%")
+# Characters with an inline meaning anywhere in a line (emphasis, code, links and images, tables, strike-through,
+# gradio's LaTeX delimiter `$`, backslash escapes); `&<>` become HTML entities instead. Other punctuation only means
+# something at the start of a line (headings, lists, quotes) or in an autolink, and is escaped only there, so that
+# ordinary messages ("DICOM (.dcm): damaged.") keep their plain Markdown source.
+_INLINE_SPECIAL = frozenset("\\`*_[]|~$")
+_BLOCK_START = re.compile(r"^\s*(?:[#>+=-]|\d+[.)])")
+_AUTOLINK = re.compile(r"(?i)(://|www\.|@)")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 
@@ -41,7 +45,11 @@ def html_text(text: object) -> str:
 
 def markdown_text(text: object) -> str:
     """``text`` as literal Markdown (for ``gr.Markdown``): shown exactly as written, never as markup."""
-    return "".join(_ENTITIES.get(c) or (f"\\{c}" if c in _MARKDOWN_SPECIAL else c) for c in _one_line(text))
+    text = "".join(_ENTITIES.get(c) or (f"\\{c}" if c in _INLINE_SPECIAL else c) for c in _one_line(text))
+    text = _AUTOLINK.sub(lambda m: m.group(1)[:-1] + "\\." if m.group(1).endswith(".") else "\\" + m.group(1),
+                         text)  # "http\://", "www\.", "\@": no autolink
+    start = _BLOCK_START.match(text)
+    return text if start is None else text[:start.end() - 1] + "\\" + text[start.end() - 1:]
 
 
 def markdown_code(text: object) -> str:

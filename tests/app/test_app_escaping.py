@@ -127,3 +127,20 @@ def test_study_upload_shows_hostile_member_names_as_text(tmp_path, monkeypatch):
     assert all(name in shown for name in MEMBER_NAMES), shown  # every name is shown as it is, as text
     for message in seen:
         assert {"img", "a", "form", "input", "script"}.isdisjoint(_parse(message).tags), message
+
+
+@pytest.mark.parametrize("message", [
+    "This DICOM is a CT image (Modality=CT); CoDiXR reads chest radiographs (CR/DX). Export it again.",
+    "The file is empty (0 bytes): the transfer or export did not complete. Pillow's limit, 25 MP.",
+])
+def test_markdown_text_leaves_ordinary_messages_as_they_read(message):
+    assert markdown_text(message) == message
+
+
+@pytest.mark.parametrize(("text", "escaped"), [
+    ("# heading", "\\# heading"), ("12. item", "12\\. item"), ("- item", "\\- item"),
+    ("see http://x.invalid or WWW.x.invalid or a@x.invalid",
+     "see http\\://x.invalid or WWW\\.x.invalid or a\\@x.invalid"),
+])
+def test_markdown_text_breaks_block_starts_and_autolinks(text, escaped):
+    assert markdown_text(text) == escaped

@@ -92,8 +92,9 @@ def test_chart_greys_out_what_is_not_validated(reading):
     texts = [t.get_text() for t in ax.texts]
     assert sum("not validated" in t for t in texts) == len(NOT_VALIDATED)
     assert "0.90 not validated (AUROC 0.505)" in texts and "0.90 (AUROC 0.845)" in texts
+    grey_color = _rgb(getattr(plots, "NOT_VALIDATED_COLOR", "#c8c8c8"))
     red = [p for p in ax.patches if np.allclose(p.get_facecolor()[:3], _rgb(plots.POSITIVE_COLOR))]
-    grey = [p for p in ax.patches if np.allclose(p.get_facecolor()[:3], _rgb(getattr(plots, "NOT_VALIDATED_COLOR", "#c8c8c8")))]
+    grey = [p for p in ax.patches if np.allclose(p.get_facecolor()[:3], grey_color)]
     assert (len(red), len(grey)) == (len(CARD_AUROC) - len(NOT_VALIDATED), len(NOT_VALIDATED))
     image = findings_chart_image(ItemFindings("Frontal (given)", "frontal", readings=[reading]))
     assert isinstance(image, Image.Image)

@@ -12,6 +12,7 @@
 | reader study: database | ``--reader-db``      | ``CODIXR_READER_DB``          | see ``default_reader_db``   |
 | reader study: reader codes | ``--reader-codes`` | ``CODIXR_READER_CODES=1`` | off (no reader field at all)          |
 | reader study: images per class | ``--reader-images`` | ``CODIXR_READER_IMAGES`` | ``10``                        |
+| reader study: operator secret | ``--operator-secret`` | ``CODIXR_OPERATOR_SECRET`` | none: summary and export off |
 | one-click examples | ``--examples-dir``   | ``CODIXR_EXAMPLES``           | ``assets/examples``                   |
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -29,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+MIN_OPERATOR_SECRET = 12
 
 
 def default_reader_db(environ: Mapping[str, str] | None = None) -> Path:
@@ -54,9 +56,13 @@ class AppConfig:
     reader_codes: bool = False
     reader_images: int = 10
     reader_steps: int = 20
+    operator_secret: str | None = field(default=None, repr=False)  # the reader study's summary and export
     examples_dir: Path = DEFAULT_EXAMPLES_DIR
 
     def __post_init__(self) -> None:
+        if self.operator_secret is not None and len(self.operator_secret) < MIN_OPERATOR_SECRET:
+            raise InputError(f"The operator secret must be at least {MIN_OPERATOR_SECRET} characters long (e.g. "
+                             "`python -c \"import secrets; print(secrets.token_urlsafe(24))\"`).")
         if not 1 <= self.port <= 65535:
             raise InputError(f"The port must be between 1 and 65535, not {self.port}.")
         if self.concurrency < 1 or self.queue_size < 1 or self.reader_images < 1 or self.reader_steps < 1:
@@ -88,13 +94,17 @@ class AppConfig:
                             help="ask readers for a pseudonymous reader code and store it with their answers")
         parser.add_argument("--reader-images", type=int, default=_int(env, "CODIXR_READER_IMAGES", 10),
                             help="real images per reading session (and as many synthetic ones)")
+        parser.add_argument("--operator-secret", default=env.get("CODIXR_OPERATOR_SECRET") or None,
+                            help="secret that unlocks the reader study's summary and CSV export (prefer the "
+                                 "environment variable: an argument is visible to other users of the machine)")
         parser.add_argument("--examples-dir", type=Path,
                             default=_path(env, "CODIXR_EXAMPLES") or DEFAULT_EXAMPLES_DIR)
         args = parser.parse_args(argv)
         return cls(model=args.model, host=args.host, port=args.port, device=args.device,
                    concurrency=args.concurrency, queue_size=args.queue_size,
                    reader_real_dir=args.reader_real_dir, reader_db=args.reader_db, reader_codes=args.reader_codes,
-                   reader_images=args.reader_images, examples_dir=args.examples_dir)
+                   reader_images=args.reader_images, examples_dir=args.examples_dir,
+                   operator_secret=args.operator_secret or None)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

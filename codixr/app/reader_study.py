@@ -7,15 +7,33 @@ spent, the time, the model package name, and an item reference: for a real image
 the SHA-256 of its file (never its name or path), for a synthetic one its seed and condition label.
 Nothing about the patients in the operator's folder is stored or logged.
 
-Real and synthetic images are shown the same way: preprocessed as in the paper to the model's image size, as
-8-bit grayscale. All synthetic images of a session are generated before the first one is shown, so that the
-time an image takes to appear does not give it away.
+Blinding. Nothing the browser or an API caller can see tells a real image from a synthetic one:
+
+* both classes go through the same pipeline: decoded by :func:`codixr.io.read_xray` (a synthetic image is
+  encoded as PNG and read back like a real file) to the model's image size, as 8-bit grey, then, each time it
+  is shown, the same mild dither (a random -1/0/+1 grey level per pixel, invisible) and the same PNG settings
+  (stored, not compressed: the file size depends only on the image size, never on its content);
+* each image is served under a fresh random file name, and the dither makes its bytes, and so the URL gradio
+  derives from them, new every time: a real image shown in two sessions never comes back at the same address;
+* all synthetic images of a session are generated before the first one is shown, so that the time an image
+  takes to appear does not give it away;
+* the summary and the CSV export (which hold the true class of every answer) are for the operator only:
+  they need the secret the operator set at launch (``--operator-secret`` / ``CODIXR_OPERATOR_SECRET``),
+  compared on the server with :func:`hmac.compare_digest`; with no secret set they are turned off.
+
+A reader who sees the same real image twice, in two sessions, can still recognise it: give the study a folder
+with many more real images than a session shows.
+
+The CSV export cannot run in a spreadsheet: a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return gets a leading ``'`` (OWASP, CSV injection).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
+import io
 import logging
 import random
 import secrets
@@ -29,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from codixr.errors import InputError
 from codixr.io import XRayReadError, read_xray
@@ -39,6 +58,12 @@ logger = logging.getLogger(__name__)
 CLASSES = ("real", "synthetic")
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 MAX_SCAN = 10_000  # files looked at in the operator's folder
+MAX_READER_CODE = 64  # characters
+OPERATOR_SECRET_ENV = "CODIXR_OPERATOR_SECRET"
+#: PNG settings of every image shown: stored (zlib level 0), no metadata, so its size is a function of its shape.
+PRESENTATION_PNG = {"format": "PNG", "compress_level": 0}
+#: Cell starts that a spreadsheet reads as a formula (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -62,6 +87,43 @@ COLUMNS = ("id", "session_id", "reader", "item_index", "truth", "guess", "realis
 
 class ReaderStudyError(InputError):
     """The reader study cannot start or take an answer (no folder configured, no readable image, bad answer)."""
+
+
+class OperatorOnlyError(ReaderStudyError):
+    """The summary or export was asked for without the operator secret (or with none set at launch)."""
+
+
+def check_operator(given: str | None, secret: str | None) -> None:
+    """Let the call through only with the operator secret; raises `OperatorOnlyError` otherwise.
+
+    With no secret set at launch the summary and export are off, whatever is given.
+    """
+    if not secret:
+        raise OperatorOnlyError(f"The reader-study summary and export are turned off: the operator turns them on by "
+                                f"starting the app with --operator-secret SECRET (or {OPERATOR_SECRET_ENV}), then "
+                                f"types the secret here.")
+    if not given or not hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8")):
+        logger.warning("reader-study summary or export refused: no or wrong operator secret")
+        raise OperatorOnlyError("The summary and export are for the study's operator: type the operator secret "
+                                "set at launch.")
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a string starting like a formula gets a leading ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def clean_reader_code(code: str | None) -> str | None:
+    """The reader code as stored: stripped, None when empty; refused when too long or with control characters."""
+    code = (code or "").strip()
+    if not code:
+        return None
+    if len(code) > MAX_READER_CODE or any(not ch.isprintable() for ch in code):
+        raise ReaderStudyError(f"A reader code is a short pseudonym such as R1: at most {MAX_READER_CODE} printable "
+                               "characters.")
+    return code
 
 
 @dataclass(frozen=True)
@@ -169,7 +231,7 @@ class ReaderStudyStore:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
-            writer.writerows(self.answers())
+            writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in self.answers())
         return path
 
 
@@ -194,6 +256,8 @@ class ReaderSession:
     position: int = 0
     shown_at: float = field(default_factory=time.monotonic)
     skipped: int = 0
+    folder: Path | None = None  # where the images shown are written (a private temp folder)
+    shown_file: Path | None = None  # the PNG of the image on screen (deleted when the next one is shown)
 
     @property
     def done(self) -> bool:
@@ -210,11 +274,37 @@ class ReaderSession:
             raise ReaderStudyError("This session is finished: start a new one to read more images.")
         realism = int(realism) if isinstance(realism, (int, float)) and float(realism).is_integer() else realism
         answer = ReaderAnswer(self.session_id, self.position, item.truth, guess, realism, item.view, item.ref,
-                              self.model, round(time.monotonic() - self.shown_at, 2), (reader or "").strip() or None)
+                              self.model, round(time.monotonic() - self.shown_at, 2), clean_reader_code(reader))
         store.record(answer)
         self.position += 1
         self.shown_at = time.monotonic()
         return answer
+
+    def present(self, folder: str | Path | None = None) -> Path | None:
+        """Write the current item as the PNG to show (see :func:`presentation_png`) into ``folder`` (default: the
+        session's); None once the session is done. The previous item's file is deleted (gradio has its own copy).
+        """
+        if self.shown_file is not None:
+            self.shown_file.unlink(missing_ok=True)
+            self.shown_file = None
+        item = self.current
+        if item is None:
+            return None
+        folder = folder or self.folder
+        if folder is None:
+            raise ValueError("ReaderSession.present needs a folder to write the image into.")
+        self.shown_file = presentation_png(item.image, folder)
+        return self.shown_file
+
+
+def presentation_png(image: np.ndarray, folder: str | Path, rng: np.random.Generator | None = None) -> Path:
+    """``image`` (uint8) as the PNG a reader is shown, the same way for both classes: a fresh -1/0/+1 grey-level
+    dither, stored PNG (`PRESENTATION_PNG`), a random file name. Its size in bytes depends only on its shape."""
+    rng = rng or np.random.default_rng(secrets.randbits(128))
+    dithered = np.clip(image.astype(np.int16) + rng.integers(-1, 2, size=image.shape), 0, 255).astype(np.uint8)
+    path = Path(folder) / f"{secrets.token_hex(16)}.png"
+    Image.fromarray(dithered, mode="L").save(path, **PRESENTATION_PNG)
+    return path
 
 
 def find_real_images(folder: str | Path) -> list[Path]:
@@ -238,7 +328,8 @@ def start_session(real_dir: str | Path | None, pipe, *, n_images: int, model: st
     """Pick up to ``n_images`` readable real images at random, generate as many synthetic ones, and shuffle.
 
     Synthetic images are conditioned on one label drawn from the condition labels, in the views of the real
-    images drawn (frontal where a real image's view is unknown), each from a fresh random seed.
+    images drawn (frontal where a real image's view is unknown), each from a fresh random seed. Both classes are
+    decoded by ``read_xray`` to the model's image size (see the module docstring).
     """
     if real_dir is None:
         raise ReaderStudyError("The operator has not set a folder of real images for the reader study: start the app "
@@ -269,13 +360,20 @@ def start_session(real_dir: str | Path | None, pipe, *, n_images: int, model: st
         label, seed = rng.choice(CONDITION_LABELS), rng.randrange(2**31)
         out = pipe(labels=[label], outputs=(source.view,), num_inference_steps=steps, seed=seed)
         synthetic.append(ReaderItem("synthetic", source.view, f"seed={seed};label={label}",
-                                    np.asarray(getattr(out, source.view).convert("L"))))
+                                    _decoded_like_a_real_file(getattr(out, source.view), size)))
         if progress is not None:
             progress(i + 1, total)
     items = real + synthetic
     rng.shuffle(items)
     logger.info("reader session started: %d items (%d unreadable files skipped)", len(items), unreadable)
     return ReaderSession(uuid.uuid4().hex, items, model, skipped=unreadable)
+
+
+def _decoded_like_a_real_file(image: Image.Image, size: int) -> np.ndarray:
+    """A generated image through the real images' path: 8-bit PNG bytes, then ``read_xray`` at ``size``."""
+    buffer = io.BytesIO()
+    image.convert("L").save(buffer, format="PNG")
+    return _to_uint8(read_xray(buffer.getvalue(), size=size).image)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from codixr.io import XRayReadError
 from codixr.modality import CONDITION_LABELS, Modality
 
 from codixr.app.config import AppConfig
-from codixr.app.escaping import html_text, markdown_text
+from codixr.app.escaping import html_text, markdown_code, markdown_text
 from codixr.app.examples import load_examples
 from codixr.app.findings import (
     comparison_chart_image,
@@ -40,7 +40,7 @@ from codixr.app.generation import (
     generate,
     review,
 )
-from codixr.app.reader_study import ReaderStudyError, ReaderStudyStore, start_session
+from codixr.app.reader_study import ReaderStudyError, ReaderStudyStore, check_operator, start_session
 from codixr.app.runtime import ModelService, SelfTest, TempStore
 from codixr.app.uploads import describe_view, discard_uploads, read_study, read_view, write_view_png
 
@@ -198,6 +198,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         session = start_session(config.reader_real_dir, service.pipeline(), n_images=config.reader_images,
                                 model=service.model_name, steps=config.reader_steps,
                                 progress=lambda i, n: progress((i, n), desc="Preparing synthetic images"))
+        session.folder = temp.new_dir("reader")
         return session, *_reader_view(session)
 
     @guarded("Reader study")
@@ -208,20 +209,22 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         return session, *_reader_view(session)
 
     def _reader_view(session):
-        if session.done:
+        shown = session.present()  # both classes: same pixels pipeline, PNG settings, fresh random file name
+        if shown is None:
             return None, f"Session finished: {len(session.items)} images read. Thank you.", None
-        item = session.current
         skipped = f" ({session.skipped} unreadable file(s) in the folder were skipped)" if session.skipped else ""
-        return (Image.fromarray(item.image, mode="L"),
-                f"Image **{session.position + 1} of {len(session.items)}**{skipped}", None)
+        return str(shown), f"Image **{session.position + 1} of {len(session.items)}**{skipped}", None
 
     @guarded("Reader study summary")
-    def on_reader_summary():
+    def on_reader_summary(operator_secret):
+        check_operator(operator_secret, config.operator_secret)
         summary = store.summary()
-        return summary.markdown(), summary.rows()
+        return (f"{summary.markdown()}\n\nAnswers are stored in {markdown_code(config.reader_db_path)}.",
+                summary.rows())
 
     @guarded("Reader study export")
-    def on_reader_export():
+    def on_reader_export(operator_secret):
+        check_operator(operator_secret, config.operator_secret)
         return str(store.export_csv(temp.new_dir("reader-export") / "reader-study.csv"))
 
     # ----------------------------------------------------------------------------------------- layout
@@ -356,7 +359,12 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                     guess = gr.Radio(["real", "synthetic"], label="Real or synthetic?")
                     reader_submit = gr.Button("Submit and next")
                 with gr.Tab("Summary"):
-                    gr.Markdown(f"Answers are stored in `{config.reader_db_path}`.")
+                    gr.Markdown("For the study's operator: the summary and the export (which say which images were "
+                                "real) need the operator secret set at launch." if config.operator_secret else
+                                "The summary and the export are **turned off**: the operator turns them on by "
+                                "starting the app with --operator-secret SECRET (or CODIXR_OPERATOR_SECRET).")
+                    operator_secret = gr.Textbox(label="Operator secret", type="password", max_lines=1,
+                                                 interactive=bool(config.operator_secret))
                     summary_refresh = gr.Button("Refresh summary")
                     summary_text = gr.Markdown()
                     summary_table = gr.Dataframe(headers=["Class", "Answers", "Guessed right", "Mean realism",
@@ -393,6 +401,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                            concurrency_limit=config.concurrency)
         reader_submit.click(on_reader_answer, [reader_state, realism, guess, reader_code],
                             [reader_state, reader_image, reader_position, guess], api_name="reader_answer")
-        summary_refresh.click(on_reader_summary, None, [summary_text, summary_table], api_name="reader_summary")
-        export.click(on_reader_export, None, export_file, api_name="reader_export")
+        summary_refresh.click(on_reader_summary, operator_secret, [summary_text, summary_table],
+                              api_name="reader_summary")
+        export.click(on_reader_export, operator_secret, export_file, api_name="reader_export")
     return demo

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.fixtures import free_port, write_real_folder
+from tests.app.fixtures import OPERATOR_SECRET, free_port, write_real_folder
 
 # Environment variables the launcher sets for its process; restored once the app is closed.
 _LAUNCH_ENV = ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
@@ -45,7 +45,7 @@ def studio(tiny_package, tmp_path_factory):
     saved = {name: os.environ.get(name) for name in _LAUNCH_ENV}
     config = AppConfig(model=os.environ.get("CODIXR_TEST_APP_MODEL") or str(tiny_package), port=free_port(), reader_real_dir=write_real_folder(root / "real"),
                        reader_db=root / "reader.sqlite", reader_images=2, reader_steps=2,
-                       examples_dir=root / "no-examples")
+                       examples_dir=root / "no-examples", operator_secret=OPERATOR_SECRET)
     running = launch(config, block=False, quiet=True)
     yield running
     running.close()

@@ -12,8 +12,11 @@ import numpy as np
 
 from tests.io.fixtures import IDENTIFYING_VALUES, dicom_bytes, make_dicom, png_bytes
 
-__all__ = ["IDENTIFYING_VALUES", "free_port", "xray_array", "write_png", "write_dicom", "write_zip",
-           "write_real_folder"]
+__all__ = ["IDENTIFYING_VALUES", "OPERATOR_SECRET", "free_port", "xray_array", "write_png", "write_dicom",
+           "write_zip", "write_real_folder"]
+
+#: The reader study's operator secret of the app the tests launch (``studio``).
+OPERATOR_SECRET = "test-operator-secret-0123"
 
 
 def free_port() -> int:

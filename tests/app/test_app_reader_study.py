@@ -19,7 +19,7 @@ from codixr.app.reader_study import (
     start_session,
 )
 from codixr.app.runtime import ModelService
-from tests.app.fixtures import IDENTIFYING_VALUES, write_real_folder
+from tests.app.fixtures import IDENTIFYING_VALUES, OPERATOR_SECRET, write_real_folder
 
 
 def _answer(truth: str, guess: str, realism: int, session: str = "s1") -> ReaderAnswer:
@@ -93,6 +93,8 @@ def test_session_needs_a_configured_folder_with_images(tiny_package, tmp_path):
 
 
 def test_reader_study_through_the_app(client, studio):
+    before = {row[0]: row[1] for row in client.predict(OPERATOR_SECRET, api_name="/reader_summary")[1]["data"]}
+    exported_before = len(list(csv.DictReader(open(client.predict(OPERATOR_SECRET, api_name="/reader_export")))))
     with pytest.raises(AppError, match="Start a reading session first"):
         client.predict(5, "real", "", api_name="/reader_answer")
     image, position, guess = client.predict(api_name="/reader_start")
@@ -102,10 +104,13 @@ def test_reader_study_through_the_app(client, studio):
     for i in range(4):
         image, position, _ = client.predict(7, "real", "", api_name="/reader_answer")
     assert image is None and "Session finished: 4 images read" in position
-    text, table = client.predict(api_name="/reader_summary")
-    assert "**4 answers** from 1 session(s)" in text and "50.0%" in text  # every image guessed "real"
+    text, table = client.predict(OPERATOR_SECRET, api_name="/reader_summary")
+    assert "answers** from" in text and str(studio.config.reader_db_path.name) in text
     rows = {row[0]: row for row in table["data"]}
-    assert rows["real"][1] == 2 and rows["real"][2] == 1.0 and rows["synthetic"][2] == 0.0
-    exported = list(csv.DictReader(open(client.predict(api_name="/reader_export"))))
-    assert len(exported) == 4 and {row["realism"] for row in exported} == {"7"}
+    assert rows["real"][1] - before["real"] == 2 and rows["synthetic"][1] - before["synthetic"] == 2
+    if not before["real"]:  # the first session in this database: every image was guessed "real"
+        assert "**4 answers** from 1 session(s)" in text and "50.0%" in text
+        assert rows["real"][2] == 1.0 and rows["synthetic"][2] == 0.0
+    exported = list(csv.DictReader(open(client.predict(OPERATOR_SECRET, api_name="/reader_export"))))
+    assert len(exported) - exported_before == 4 and {row["realism"] for row in exported[-4:]} == {"7"}
     assert studio.config.reader_db_path.is_file()

@@ -52,8 +52,9 @@ class Studio:
         return f"http://{self.config.host}:{self.config.port}/"
 
     def close(self) -> None:
-        """Stop the server and remove the temp folder."""
+        """Stop the server and the model's batching queue, and remove the temp folder."""
         self.demo.close()
+        self.service.batcher.close()
         self.temp.cleanup()
 
 
@@ -70,7 +71,7 @@ def launch(config: AppConfig | None = None, *, block: bool = True, quiet: bool =
     os.environ["GRADIO_TEMP_DIR"] = str(temp.gradio_dir)  # gradio reads it when components are made
     from codixr.app.ui import CSS, build_app, theme
 
-    service = ModelService(config.model, config.device)
+    service = ModelService.from_config(config)
     status = self_test(service)
     logger.info("self-test: model %s, device %s", "loaded" if status.model_ok else "NOT loaded", status.device)
     demo = build_app(config, service, temp, status)

@@ -6,8 +6,11 @@
 | host              | ``--host``            | ``GRADIO_SERVER_NAME``        | ``127.0.0.1``                         |
 | port              | ``--port``            | ``GRADIO_SERVER_PORT``        | ``7860``                              |
 | device            | ``--device``          | ``CODIXR_DEVICE``             | ``cuda`` when available, else ``cpu`` |
-| generations at once | ``--concurrency``   | ``CODIXR_APP_CONCURRENCY``    | ``1``                                 |
-| waiting requests  | ``--queue-size``      | ``CODIXR_APP_QUEUE_SIZE``     | ``16``                                |
+| generations at once | ``--concurrency``   | ``CODIXR_APP_CONCURRENCY``    | ``1`` (batches run one at a time)     |
+| requests per batch | ``--max-batch``      | ``CODIXR_APP_MAX_BATCH``      | ``8``                                 |
+| batching window   | ``--batch-window-ms`` | ``CODIXR_APP_BATCH_WINDOW_MS`` | ``75`` (ms the first request of a batch waits for others) |
+| waiting requests  | ``--queue-size``      | ``CODIXR_APP_QUEUE_SIZE``     | ``16`` (generations waiting or running) |
+| requests per user | ``--session-cap``     | ``CODIXR_APP_SESSION_CAP``    | ``2`` (one session's generations waiting or running) |
 | reader study: real images | ``--reader-real-dir`` | ``CODIXR_READER_REAL_DIR`` | none (the tab says how to set it) |
 | reader study: database | ``--reader-db``      | ``CODIXR_READER_DB``          | see ``default_reader_db``   |
 | reader study: reader codes | ``--reader-codes`` | ``CODIXR_READER_CODES=1`` | off (no reader field at all)          |
@@ -50,6 +53,9 @@ class AppConfig:
     device: str | None = None
     concurrency: int = 1
     queue_size: int = 16
+    max_batch: int = 8
+    batch_window_ms: int = 75
+    session_cap: int = 2
     max_file_size_mb: int = 200
     reader_real_dir: Path | None = None
     reader_db: Path | None = None
@@ -67,6 +73,9 @@ class AppConfig:
             raise InputError(f"The port must be between 1 and 65535, not {self.port}.")
         if self.concurrency < 1 or self.queue_size < 1 or self.reader_images < 1 or self.reader_steps < 1:
             raise InputError("concurrency, queue size, reader images and reader steps must each be at least 1.")
+        if self.max_batch < 1 or self.session_cap < 1 or not 0 <= self.batch_window_ms <= 10_000:
+            raise InputError("max batch and session cap must each be at least 1, and the batching window between 0 "
+                             f"and 10000 ms (not {self.batch_window_ms}).")
 
     @property
     def reader_db_path(self) -> Path:
@@ -84,7 +93,14 @@ class AppConfig:
         parser.add_argument("--device", default=env.get("CODIXR_DEVICE") or None, help="cpu, cuda, cuda:1, ...")
         parser.add_argument("--concurrency", type=int, default=_int(env, "CODIXR_APP_CONCURRENCY", 1),
                             help="generations that may run at once (others wait in the queue)")
-        parser.add_argument("--queue-size", type=int, default=_int(env, "CODIXR_APP_QUEUE_SIZE", 16))
+        parser.add_argument("--queue-size", type=int, default=_int(env, "CODIXR_APP_QUEUE_SIZE", 16),
+                            help="generations that may wait or run at once; more are refused with when to retry")
+        parser.add_argument("--max-batch", type=int, default=_int(env, "CODIXR_APP_MAX_BATCH", 8),
+                            help="requests of the same kind that go through the model together")
+        parser.add_argument("--batch-window-ms", type=int, default=_int(env, "CODIXR_APP_BATCH_WINDOW_MS", 75),
+                            help="how long the first request of a batch waits for others to join it")
+        parser.add_argument("--session-cap", type=int, default=_int(env, "CODIXR_APP_SESSION_CAP", 2),
+                            help="generations one session (browser tab or API client) may have waiting or running")
         parser.add_argument("--reader-real-dir", type=Path, default=_path(env, "CODIXR_READER_REAL_DIR"),
                             help="folder of real X-rays (DICOM/PNG/JPEG) for the blinded reader study")
         parser.add_argument("--reader-db", type=Path, default=_path(env, "CODIXR_READER_DB"),
@@ -101,7 +117,8 @@ class AppConfig:
                             default=_path(env, "CODIXR_EXAMPLES") or DEFAULT_EXAMPLES_DIR)
         args = parser.parse_args(argv)
         return cls(model=args.model, host=args.host, port=args.port, device=args.device,
-                   concurrency=args.concurrency, queue_size=args.queue_size,
+                   concurrency=args.concurrency, queue_size=args.queue_size, max_batch=args.max_batch,
+                   batch_window_ms=args.batch_window_ms, session_cap=args.session_cap,
                    reader_real_dir=args.reader_real_dir, reader_db=args.reader_db, reader_codes=args.reader_codes,
                    reader_images=args.reader_images, examples_dir=args.examples_dir,
                    operator_secret=args.operator_secret or None)

@@ -12,7 +12,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from codixr.app.batching import Batcher
 from codixr.errors import ModelPackageError
 
 logger = logging.getLogger(__name__)
@@ -24,13 +26,52 @@ class ModelService:
     """The CoDiXR pipeline behind one function: loaded on first use, once, then shared by every request.
 
     A failed load is not cached: installing the package and clicking again loads it without a restart.
+    Generations go through one :class:`~codixr.app.batching.Batcher`: requests that arrive together (within
+    ``batch_window_s``) and ask for the same kind of generation run as one batch of at most ``max_batch``;
+    at most ``queue_size`` wait or run, at most ``session_cap`` of them from one session.
     """
 
-    def __init__(self, model: str | None = None, device: str | None = None) -> None:
+    def __init__(self, model: str | None = None, device: str | None = None, *, max_batch: int = 8,
+                 batch_window_s: float = 0.075, queue_size: int = 16, session_cap: int = 2, workers: int = 1) -> None:
         self._model = model
         self._device = device
         self._pipe = None
         self._lock = threading.Lock()
+        self.batcher = Batcher(self._run_group, max_batch=max_batch, window_s=batch_window_s,
+                               queue_size=queue_size, session_cap=session_cap, workers=workers)
+
+    @classmethod
+    def from_config(cls, config) -> "ModelService":
+        """The service an ``AppConfig`` describes (model, device, batching and queue limits)."""
+        return cls(config.model, config.device, max_batch=config.max_batch,
+                   batch_window_s=config.batch_window_ms / 1000, queue_size=config.queue_size,
+                   session_cap=config.session_cap, workers=config.concurrency)
+
+    def run_batched(self, key, job, *, session: str | None = None,
+                    progress: Callable[[int, int], None] | None = None, poll_s: float = 0.2):
+        """Queue ``job`` (a ``GenerationJob``) under ``key``, wait for its result, relay its denoising progress.
+
+        Raises ``QueueFullError`` at once when the queue or the session's share of it is full. ``progress`` is
+        called from the calling thread (the UI's progress bar must be updated from the request's own thread).
+        """
+        ticket = self.batcher.submit(key, job, session)
+        while True:
+            try:
+                ticket.result(timeout=poll_s)
+                done = True
+            except TimeoutError:
+                done = False
+            except Exception:  # the job's own error: raised below, once its progress has been shown
+                done = True
+            while progress is not None and not ticket.updates.empty():
+                progress(*ticket.updates.get())
+            if done:
+                return ticket.result()
+
+    def _run_group(self, key, jobs, progress):
+        from codixr.app.generation import run_group  # the generation module knows what a job is
+
+        return run_group(self.pipeline(), key, jobs, progress)
 
     @property
     def model_path(self) -> str:
@@ -77,6 +118,8 @@ class ModelService:
         pipe = CoDiXRPipeline.from_pretrained(self._model)
         pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)  # the app shows its own progress bar
+        if hasattr(pipe.vae, "enable_slicing"):  # a batch decodes image by image: the same pixels as alone, less memory
+            pipe.vae.enable_slicing()
         logger.info("model package %s loaded on %s in %.1f s", self.model_name, self.device,
                     time.perf_counter() - started)
         return pipe

@@ -16,7 +16,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from codixr.errors import CoDiXRError
+from codixr.errors import CoDiXRError, OverlappingModalitiesError
 from codixr.io import XRayReadError
 from codixr.modality import CONDITION_LABELS, Modality
 
@@ -100,12 +100,15 @@ def _pil(image: np.ndarray | Image.Image | None) -> Image.Image | None:
 
 
 def allowed_outputs(frontal: Any, lateral: Any, impression: str | None, chosen: list[str] | None) -> dict:
-    """The output choices left once the given inputs are taken out (an input cannot also be an output)."""
-    given = {"frontal": bool(frontal), "lateral": bool(lateral), "report": bool((impression or "").strip())}
-    choices = [m for m in OUTPUTS if not given[m]]
-    info = "Inputs cannot be outputs: " + ", ".join(m for m in OUTPUTS if given[m]) + " is given." \
-        if len(choices) < len(OUTPUTS) else "Any of the three, as long as it is not an input."
-    return gr.update(choices=choices, value=[m for m in (chosen or []) if m in choices], info=info)
+    """Untick the outputs that are given as inputs and say so; the choices stay all three.
+
+    The choices never change: a click sent before this update reaches the browser still carries a valid value,
+    and the generate handler uses such outputs as inputs (with a note) instead of failing.
+    """
+    given = [m for m, value in zip(OUTPUTS, (frontal, lateral, (impression or "").strip())) if value]
+    info = f"{' and '.join(given).capitalize()} {'is' if len(given) == 1 else 'are'} given, so not generated." \
+        if given else "Any of the three, as long as it is not an input."
+    return gr.update(value=[m for m in (chosen or []) if m not in given], info=info)
 
 
 def status_markdown(result: GenerationResult, request: GenerationRequest) -> str:
@@ -139,12 +142,19 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
 
     @guarded("Generation")
     def on_generate(frontal, lateral, impression, labels, outputs, steps, guidance, seed, sampler, long_impression,
-                    progress=gr.Progress()):
-        request = GenerationRequest(frontal, lateral, impression, tuple(labels or ()), tuple(outputs or ()), steps,
-                                    guidance, seed, sampler, long_impression).checked()
+                    http: gr.Request = None, progress=gr.Progress()):
+        asked = GenerationRequest(frontal, lateral, impression, tuple(labels or ()), tuple(outputs or ()), steps,
+                                  guidance, seed, sampler, long_impression)
+        try:
+            asked.resolved()
+        except OverlappingModalitiesError as exc:  # every output ticked is an input: say so, change no output
+            warn(str(exc), title="Nothing to generate")  # the message names modalities only, nothing typed
+            return (*[gr.skip()] * 3, f"**Nothing generated.** {exc}", *[gr.skip()] * 7)
         progress(0.0, desc="Reading inputs")
-        result = generate(service, request, workdir=temp.new_dir("generate"),
-                          progress=lambda step, total: progress((step, total), desc="Denoising", unit="steps"))
+        result = generate(service, asked, workdir=temp.new_dir("generate"),
+                          progress=lambda step, total: progress((step, total), desc="Denoising", unit="steps"),
+                          session=getattr(http, "session_hash", None))
+        request = result.request
         progress(1.0, desc="Findings")
         for warning in result.warnings:
             warn(warning)
@@ -179,10 +189,12 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
         return pngs.get("frontal"), pngs.get("lateral"), gr.Tabs(selected=tab)
 
     @guarded("Review")
-    def on_review(frontal, lateral, impression, hold_out, steps, seed, progress=gr.Progress()):
+    def on_review(frontal, lateral, impression, hold_out, steps, seed, http: gr.Request = None,
+                  progress=gr.Progress()):
         result = review(service, frontal=frontal, lateral=lateral, impression=impression, hold_out=hold_out,
                         steps=steps, seed=seed, workdir=temp.new_dir("review"),
-                        progress=lambda step, total: progress((step, total), desc="Denoising", unit="steps"))
+                        progress=lambda step, total: progress((step, total), desc="Denoising", unit="steps"),
+                        session=getattr(http, "session_hash", None))
         for warning in result.generation.warnings:
             warn(warning)
         headers, rows = result.table
@@ -381,8 +393,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                 api_visibility="private")
         impression.change(allowed_outputs, [frontal, lateral, impression, outputs], outputs, queue=False,
                           show_progress="hidden", api_visibility="private")
-        run.click(on_generate, gen_inputs, gen_outputs, api_name="generate", concurrency_id=MODEL_CONCURRENCY_ID,
-                  concurrency_limit=config.concurrency)
+        run.click(on_generate, gen_inputs, gen_outputs, api_name="generate", concurrency_limit=None)
         study_files.change(on_study, study_files, [study_frontal, study_lateral, study_message, study_pngs],
                            api_name="study", concurrency_limit=2)
         to_generate.click(functools.partial(send_study, tab="generate"), study_pngs, [frontal, lateral, tabs],
@@ -394,8 +405,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                        api_visibility="private")
         rv_run.click(on_review, [rv_frontal, rv_lateral, rv_impression, rv_hold, rv_steps, rv_seed],
                      [rv_real_image, rv_synth_image, rv_real_text, rv_synth_text, rv_status, rv_chart, rv_table,
-                      rv_downloads], api_name="review", concurrency_id=MODEL_CONCURRENCY_ID,
-                     concurrency_limit=config.concurrency)
+                      rv_downloads], api_name="review", concurrency_limit=None)
         reader_start.click(on_reader_start, None, [reader_state, reader_image, reader_position, guess],
                            api_name="reader_start", concurrency_id=MODEL_CONCURRENCY_ID,
                            concurrency_limit=config.concurrency)

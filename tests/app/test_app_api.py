@@ -206,7 +206,6 @@ def test_bad_files_get_the_readers_message(client, tmp_path, kind):
 @pytest.mark.parametrize(("request_kwargs", "message"), [
     ({}, "Nothing to generate from"),
     ({"impression": IMPRESSION}, "Tick at least one output"),
-    ({"impression": IMPRESSION, "outputs": ("report", "frontal")}, "report is given as an input"),
     ({"impression": "Mild edema. " * 600, "outputs": ("frontal",)}, "paste only the impression section"),
     ({"impression": "Mild interstitial edema is seen. " * 12, "outputs": ("frontal",), "long_impression": "error"},
      "longer than the 77-token limit"),

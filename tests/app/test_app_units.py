@@ -56,11 +56,11 @@ def test_config_defaults_and_environment():
 
 
 # --------------------------------------------------------------------------------------------- requests
-def test_output_choices_leave_out_the_inputs():
+def test_output_choices_untick_the_inputs_but_stay_all_three():
     update = allowed_outputs("f.png", None, "  ", ["frontal", "report"])
-    assert update["choices"] == ["lateral", "report"] and update["value"] == ["report"]
-    assert "frontal is given" in update["info"]
-    assert allowed_outputs(None, None, "", ["lateral"])["choices"] == ["frontal", "lateral", "report"]
+    assert "choices" not in update and update["value"] == ["report"]  # a click in flight stays valid (issue 14.5)
+    assert "Frontal is given" in update["info"]
+    assert allowed_outputs(None, None, "", ["lateral"])["value"] == ["lateral"]
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [

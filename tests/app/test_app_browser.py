@@ -55,6 +55,11 @@ def browser_page(request, tmp_path_factory):
         context.close()
 
 
+# the output checkboxes that are ticked, as "frontal,lateral,report" (the three choices are always there)
+_TICKED_OUTPUTS = ("() => [...document.querySelectorAll('#outputs input[type=checkbox]')].filter(box => box.checked)"
+                   ".map(box => box.name).join(',')")
+
+
 def _outputs_shown(page, views: tuple[str, ...], report: bool) -> None:
     for view in views:
         page.locator(f"#out-{view} img").first.wait_for(state="visible")
@@ -69,11 +74,10 @@ def test_upload_png_generate_and_see_outputs(browser_page, studio, tmp_path):
     page.get_by_text("CoDiXR Studio").first.wait_for()
     assert "loaded" in page.locator("#codixr-status").inner_text()
 
-    # upload a PNG as the frontal view: its preprocessed preview appears and frontal is no longer an output
+    # upload a PNG as the frontal view: its preprocessed preview appears and frontal is unticked as an output
     page.locator("#frontal-file input[type=file]").set_input_files(str(write_png(tmp_path / "frontal.png")))
     page.locator("#frontal-preview img").first.wait_for(state="visible")
-    page.wait_for_function("() => { const names = [...document.querySelectorAll('#outputs input[type=checkbox]')]"
-                           ".map(box => box.name); return names.length === 2 && !names.includes('frontal'); }")
+    page.wait_for_function(_TICKED_OUTPUTS + " === 'lateral,report'")
 
     page.locator("#generate-button").click()
     _outputs_shown(page, ("lateral",), report=True)
@@ -114,6 +118,73 @@ def test_study_upload_fills_the_generate_tab(browser_page, studio, tmp_path):
     page.get_by_role("button", name="Use in Generate").click()
     for view in ("frontal", "lateral"):
         page.locator(f"#{view}-preview img").first.wait_for(state="visible")
-    page.wait_for_function("() => { const names = [...document.querySelectorAll('#outputs input[type=checkbox]')]"
-                           ".map(box => box.name); return names.length === 1 && names[0] === 'report'; }")
+    page.wait_for_function(_TICKED_OUTPUTS + " === 'report'")
+    assert external == [], f"the page tried to reach the network: {external}"
+
+
+def _write_jpeg(path: Path, seed: int = 0) -> Path:
+    from PIL import Image
+
+    from tests.app.fixtures import xray_array
+
+    Image.fromarray(xray_array(seed, (96, 96))).save(path, format="JPEG", quality=90)
+    return path
+
+
+def test_fast_click_while_the_server_is_busy(browser_page, studio, tmp_path):
+    """Upload a JPEG frontal, type an impression and click Generate at once while another user's request runs.
+
+    The server's answers that untick the outputs given as inputs are held back until the click has been sent
+    (as a busy server delays them), so the click carries all three outputs. The request must still succeed: the
+    inputs are used as inputs, the rest is generated and the status says so, never a stack of "Error"s.
+    """
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    page, external = browser_page
+    page.goto(studio.url)
+    page.locator("#generate-button").wait_for()
+
+    # another user keeps the model busy (a long request, in flight before the click)
+    other = Client(studio.url, analytics_enabled=False, verbose=False,
+                   download_files=str(tmp_path / "other-downloads"))
+    busy = other.submit(None, None, "", ["Edema"], ["frontal", "lateral", "report"], 60, 2.0, 0, "dpm++",
+                        "truncate", api_name="/generate")
+    deadline = time.monotonic() + 30
+    while busy.status().code not in (Status.PROCESSING, Status.PROGRESS, Status.FINISHED) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    held = []  # (route, the server's answer): the server has updated its state, the page does not know yet
+    page.route("**/gradio_api/run/predict", lambda route: held.append((route, route.fetch())))
+    sent = []  # the payloads of queued events, as the page sent them
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.method == "POST" and "/queue/join" in r.url
+            else None)
+    impression = "Small left pleural effusion. No pneumothorax."
+    page.locator("#frontal-file input[type=file]").set_input_files(str(_write_jpeg(tmp_path / "frontal.jpg")))
+    page.locator("#frontal-file").get_by_text("frontal.jpg").first.wait_for()  # uploaded, preview not awaited
+    page.locator("#impression textarea").fill(impression)
+    page.locator("#generate-button").click()
+    deadline = time.monotonic() + 30
+    while not (clicks := [d["data"] for d in sent if d and len(d["data"]) == 10 and d["data"][2] == impression]) \
+            or not held:  # the click has gone, and the server has unticked what the impression made an input
+        assert time.monotonic() < deadline, f"the click was sent: {bool(clicks)}; answers held: {len(held)}"
+        page.wait_for_timeout(50)
+    for route, answer in list(held):
+        route.fulfill(response=answer)
+    page.unroute("**/gradio_api/run/predict")
+    assert held and clicks[0][0] and clicks[0][4] == ["frontal", "lateral", "report"]  # the stale value went
+
+    page.wait_for_function("() => { const s = document.querySelector('#generate-status');"
+                           " return (s && s.innerText.includes('Generated'))"
+                           " || document.body.innerText.includes('Error'); }", timeout=4 * TIMEOUT_MS)
+    status = page.locator("#generate-status").inner_text()
+    assert "Error" not in page.locator("body").inner_text(), "the request failed: " + status
+    assert "Generated lateral from frontal + report" in status
+    assert "The frontal and report are inputs, so they were used as given" in status  # dropped, visibly
+    page.locator("#out-lateral img").first.wait_for(state="visible")
+    page.wait_for_function(_TICKED_OUTPUTS + " === 'lateral'")  # the held answers arrived: inputs unticked
+    assert busy.result(timeout=TIMEOUT_MS / 1000)[2]  # the other user's request succeeded too
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-fast-click-busy.png"), full_page=True)
     assert external == [], f"the page tried to reach the network: {external}"

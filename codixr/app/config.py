@@ -85,7 +85,7 @@ class AppConfig:
     def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> "AppConfig":
         """Read the settings from command-line arguments (``argv``) and environment variables (``environ``)."""
         env = os.environ if environ is None else environ
-        parser = argparse.ArgumentParser(prog="app.py", description="CoDiXR Studio: any-to-any chest X-ray app.")
+        parser = argparse.ArgumentParser(description="CoDiXR Studio: any-to-any chest X-ray app.")
         parser.add_argument("--model", default=env.get("CODIXR_MODEL") or None,
                             help="model package folder or hub id (default: $CODIXR_MODEL or the bundled default)")
         parser.add_argument("--host", default=env.get("GRADIO_SERVER_NAME") or DEFAULT_HOST)

@@ -8,7 +8,7 @@
 | device            | ``--device``          | ``CODIXR_DEVICE``             | ``cuda`` when available, else ``cpu`` |
 | generations at once | ``--concurrency``   | ``CODIXR_APP_CONCURRENCY``    | ``1`` (batches run one at a time)     |
 | requests per batch | ``--max-batch``      | ``CODIXR_APP_MAX_BATCH``      | ``8``                                 |
-| batching window   | ``--batch-window-ms`` | ``CODIXR_APP_BATCH_WINDOW_MS`` | ``75`` (ms the first request of a batch waits for others) |
+| batching window   | ``--batch-window-ms`` | ``CODIXR_APP_BATCH_WINDOW_MS`` | ``200`` (ms; waited only while others use the app) |
 | waiting requests  | ``--queue-size``      | ``CODIXR_APP_QUEUE_SIZE``     | ``16`` (generations waiting or running) |
 | requests per user | ``--session-cap``     | ``CODIXR_APP_SESSION_CAP``    | ``2`` (one session's generations waiting or running) |
 | reader study: real images | ``--reader-real-dir`` | ``CODIXR_READER_REAL_DIR`` | none (the tab says how to set it) |
@@ -54,7 +54,7 @@ class AppConfig:
     concurrency: int = 1
     queue_size: int = 16
     max_batch: int = 8
-    batch_window_ms: int = 75
+    batch_window_ms: int = 200
     session_cap: int = 2
     max_file_size_mb: int = 200
     reader_real_dir: Path | None = None
@@ -97,8 +97,8 @@ class AppConfig:
                             help="generations that may wait or run at once; more are refused with when to retry")
         parser.add_argument("--max-batch", type=int, default=_int(env, "CODIXR_APP_MAX_BATCH", 8),
                             help="requests of the same kind that go through the model together")
-        parser.add_argument("--batch-window-ms", type=int, default=_int(env, "CODIXR_APP_BATCH_WINDOW_MS", 75),
-                            help="how long the first request of a batch waits for others to join it")
+        parser.add_argument("--batch-window-ms", type=int, default=_int(env, "CODIXR_APP_BATCH_WINDOW_MS", 200),
+                            help="how long the first request of a batch waits for other users' requests to join it")
         parser.add_argument("--session-cap", type=int, default=_int(env, "CODIXR_APP_SESSION_CAP", 2),
                             help="generations one session (browser tab or API client) may have waiting or running")
         parser.add_argument("--reader-real-dir", type=Path, default=_path(env, "CODIXR_READER_REAL_DIR"),

@@ -9,7 +9,7 @@ say so); only a request with nothing left to generate is refused.
 
 Requests go through the model service's batcher: requests with the same :class:`BatchKey` that arrive together
 run as one batched pipeline call (one seed per study, so each study gets the noise it would get alone), then
-each request's findings and downloads are made (:func:`run_group`).
+each request's findings and downloads are made and its result goes out (:func:`run_group`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -206,14 +206,14 @@ def generate(service, request: GenerationRequest, *, workdir: Path, progress: Pr
 
 
 def run_group(pipe, key: BatchKey, jobs: list[GenerationJob],
-              progress: ProgressCallback | None = None) -> list[GenerationResult | Exception]:
-    """Generate the outputs of every job in one pipeline call, then each job's findings and downloads.
+              progress: ProgressCallback | None = None) -> Iterator[GenerationResult | Exception]:
+    """Generate the outputs of every job in one pipeline call, then yield each job's result (findings, overlays,
+    downloads) as soon as it is made, or its exception.
 
-    Returns one result or exception per job. Should the batched call fail, each job is run alone, so that a
-    request can only fail on its own account.
+    Should the batched call fail, each job is run alone, so that a request can only fail on its own account.
     """
     if not jobs:
-        return []
+        return
     # 2. Generate: one call for the whole batch
     model_started = time.perf_counter()
     try:
@@ -225,20 +225,21 @@ def run_group(pipe, key: BatchKey, jobs: list[GenerationJob],
                    on_long_report="truncate", callback=progress)
     except Exception as exc:
         if len(jobs) == 1:
-            return [exc]
+            yield exc
+            return
         logger.warning("a batch of %d requests failed (%s); running them one by one", len(jobs), type(exc).__name__)
-        return [run_group(pipe, key, [job], progress)[0] for job in jobs]
+        for job in jobs:
+            yield from run_group(pipe, key, [job], progress)
+        return
     model_seconds = time.perf_counter() - model_started
     # the impressions' own warnings were found per job; any other warning concerns the whole call
     report_warnings = {w for job in jobs for w in job.report_warnings}
     shared = [w for w in out.warnings if w not in report_warnings]
-    results: list[GenerationResult | Exception] = []
     for i, job in enumerate(jobs):
         try:
-            results.append(_finish(pipe, job, out, i, shared, model_seconds, len(jobs)))
+            yield _finish(pipe, job, out, i, shared, model_seconds, len(jobs))
         except Exception as exc:
-            results.append(exc)
-    return results
+            yield exc
 
 
 def _column(jobs: list[GenerationJob], view: str) -> list | None:

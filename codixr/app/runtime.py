@@ -32,7 +32,7 @@ class ModelService:
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, *, max_batch: int = 8,
-                 batch_window_s: float = 0.075, queue_size: int = 16, session_cap: int = 2, workers: int = 1) -> None:
+                 batch_window_s: float = 0.2, queue_size: int = 16, session_cap: int = 2, workers: int = 1) -> None:
         self._model = model
         self._device = device
         self._pipe = None

@@ -5,6 +5,7 @@ output that is also an input is used as the input instead of failing the request
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -52,6 +53,47 @@ def test_an_items_error_is_its_own():
     batcher.close()
 
 
+def test_one_user_alone_does_not_wait_for_company():
+    log: list = []
+    batcher = _echo_batcher(log, max_batch=8, window_s=1.0)
+    started = time.monotonic()
+    assert batcher.submit("k", "solo", session="solo").result(timeout=5) == ("k", "solo")
+    assert time.monotonic() - started < 0.9  # nobody else about: no batching window
+    started = time.monotonic()
+    together = [batcher.submit("k", name, session=name) for name in ("a", "b")]  # "solo" was just here
+    assert [t.result(timeout=5) for t in together] == [("k", "a"), ("k", "b")]
+    assert time.monotonic() - started >= 0.9 and batcher.groups_run == [1, 2]
+    batcher.close()
+
+
+def test_each_result_goes_out_when_it_is_made_and_served_users_are_waited_for():
+    release = threading.Event()
+    release.set()
+
+    def run_group(key, items, progress):  # a generator: each result as soon as it is made
+        time.sleep(1.2)  # a group takes 1.2 s, so a group may wait 0.3 s for served users to come back
+        yield items[0]
+        for item in items[1:]:
+            release.wait(10)
+            yield item
+
+    batcher = Batcher(run_group, max_batch=8, window_s=0.05, session_cap=2)
+    first = batcher.submit("k", "a1", session="a")  # alone: runs at once
+    time.sleep(0.2)
+    second = batcher.submit("k", "b1", session="b")  # waits for the worker
+    assert first.result(timeout=5) == "a1" and second.result(timeout=5) == "b1"
+    # "b" comes back with nothing else queued, but "a" was just served: the group waits for "a" to come back
+    release.clear()
+    late_b = batcher.submit("k", "b2", session="b")
+    time.sleep(0.1)  # "a" is still reading its result
+    late_a = batcher.submit("k", "a2", session="a")
+    assert late_b.result(timeout=5) == "b2" and not late_a.done()  # the first result did not wait for the second
+    release.set()
+    assert late_a.result(timeout=5) == "a2"
+    assert batcher.groups_run == [1, 1, 2]
+    batcher.close()
+
+
 def test_one_session_cannot_fill_the_queue_and_a_full_queue_says_when_to_retry():
     release = threading.Event()
 
@@ -89,8 +131,7 @@ def test_concurrent_requests_are_batched_and_each_equals_its_result_alone(tiny_p
     service = ModelService(str(tiny_package), device="cpu", max_batch=3, batch_window_s=30)  # runs once full
     service.pipeline()
     with ThreadPoolExecutor(3) as pool:
-        batched = list(pool.map(lambda i: generate(service, _request(i), workdir=tmp_path / f"b{i}",
-                                                   session=f"user-{i}"), range(3)))
+        batched = list(pool.map(lambda i: generate(service, _request(i), workdir=tmp_path / f"b{i}"), range(3)))
     assert service.batcher.groups_run == [3]  # one pipeline call for the three
     for one, together in zip(alone, batched):
         assert together.batch_size == 3 and one.batch_size == 1

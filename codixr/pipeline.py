@@ -34,6 +34,7 @@ from codixr.errors import (
     ReportTooLongError,
 )
 from codixr.modality import CONDITION_LABELS, Modality, parse_labels
+from codixr.models.conditioning import ConditionAdapter, Conditioning, condition_flow
 
 # The component classes a model package names in model_index.json; diffusers only loads from modules
 # that are already imported.
@@ -77,22 +78,25 @@ def flow_seed(seed: int, modality: Modality) -> int:
 def denoise_latents(
     flows: dict[Any, torch.nn.Module],
     latents: dict[Any, torch.Tensor],
-    context: torch.Tensor,
+    conditions: "dict[Any, Conditioning] | torch.Tensor",
     schedulers: dict[Any, SchedulerMixin],
-    guidance_scale: float = 1.0,
+    guidance_scale: "float | dict[Any, float]" = 1.0,
     generators: dict[Any, torch.Generator | None] | None = None,
     environments: dict[Any, torch.nn.Module] | None = None,
     callback: Callable[[int, int], None] | None = None,
 ) -> dict[Any, torch.Tensor]:
     """The reverse diffusion of one or several flows in lock-step (schedulers already ``set_timesteps``).
 
-    ``context`` is the cross-attention condition, with the unconditional half first when
-    ``guidance_scale > 1`` (classifier-free guidance). With ``environments`` (one environment encoder V per
-    flow), every flow's QKV layers attend at each step to the V(z_t) tokens of the other flows, computed from
-    the latents before that step (Sec. III.C). Returns the final latents per flow.
+    ``conditions`` holds each flow's ``Conditioning`` (``codixr.models.conditioning.condition_flow``) or one
+    cross-attention context for all, with the unconditional half first for every flow whose guidance scale is
+    above 1 (classifier-free guidance). ``guidance_scale`` is one scale or one per flow. With ``environments``
+    (one environment encoder V per flow), every flow's QKV layers attend at each step to the V(z_t) tokens of
+    the other flows, computed from the latents before that step (Sec. III.C). Returns the final latents per flow.
     """
-    do_cfg = guidance_scale > 1.0
     names = list(flows)
+    if not isinstance(conditions, dict):
+        conditions = {m: Conditioning(conditions) for m in names}
+    scales = guidance_scale if isinstance(guidance_scale, dict) else {m: guidance_scale for m in names}
     timesteps = schedulers[names[0]].timesteps
     generators = generators or {}
     latents = dict(latents)
@@ -101,16 +105,17 @@ def denoise_latents(
         if environments and len(names) > 1:
             environment = {m: environments[m](schedulers[m].scale_model_input(latents[m], t))[0] for m in names}
         for m in names:
+            do_cfg = scales[m] > 1.0
             model_input = schedulers[m].scale_model_input(latents[m], t)
             model_input = torch.cat([model_input] * 2) if do_cfg else model_input
             kwargs = None
             if environment:
                 others = torch.cat([environment[o] for o in names if o != m], dim=1)
                 kwargs = {"environment": torch.cat([others] * 2) if do_cfg else others}
-            eps = flows[m](model_input, t, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
+            eps = flows[m](model_input, t, cross_attention_kwargs=kwargs, **conditions[m].kwargs()).sample
             if do_cfg:
                 eps_uncond, eps_cond = eps.chunk(2)
-                eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+                eps = eps_uncond + scales[m] * (eps_cond - eps_uncond)
             latents[m] = schedulers[m].step(eps, t, latents[m], generator=generators.get(m)).prev_sample
         if callback is not None:
             callback(i + 1, len(timesteps))
@@ -146,16 +151,21 @@ class CoDiXRPipeline(DiffusionPipeline):
         scheduler: the training noise schedule (DDPM); sampling converts it (DPM-Solver++, DDIM, DDPM).
         environment_{frontal,lateral,report}: environment encoders V (stage 3; optional).
         cross_attention_{frontal,lateral,report}: the QKV layers of each flow (stage 3; optional).
+        condition_{frontal,lateral,report}: each flow's ``ConditionAdapter`` (condition tokens, time-embedding
+            input, learned null condition, validated guidance scale; optional: without one a flow reads the
+            condition as a single token with a zero null, as the first bundled model did).
     """
 
     _optional_components = [
         "environment_frontal", "environment_lateral", "environment_report",
         "cross_attention_frontal", "cross_attention_lateral", "cross_attention_report",
+        "condition_frontal", "condition_lateral", "condition_report",
     ]
 
     def __init__(self, prompt_encoder, tokenizer, vae, unet_frontal, unet_lateral, text_vae, text_unet, scheduler,
                  environment_frontal=None, environment_lateral=None, environment_report=None,
-                 cross_attention_frontal=None, cross_attention_lateral=None, cross_attention_report=None):
+                 cross_attention_frontal=None, cross_attention_lateral=None, cross_attention_report=None,
+                 condition_frontal=None, condition_lateral=None, condition_report=None):
         super().__init__()
         self.register_modules(
             prompt_encoder=prompt_encoder, tokenizer=tokenizer, vae=vae, unet_frontal=unet_frontal,
@@ -163,6 +173,8 @@ class CoDiXRPipeline(DiffusionPipeline):
             environment_frontal=environment_frontal, environment_lateral=environment_lateral,
             environment_report=environment_report, cross_attention_frontal=cross_attention_frontal,
             cross_attention_lateral=cross_attention_lateral, cross_attention_report=cross_attention_report,
+            condition_frontal=condition_frontal, condition_lateral=condition_lateral,
+            condition_report=condition_report,
         )
         self.attach_cross_modal_attention()
 
@@ -217,6 +229,15 @@ class CoDiXRPipeline(DiffusionPipeline):
         """The denoising network of a modality's LDM (G_F, G_L or G_R)."""
         return {Modality.FRONTAL: self.unet_frontal, Modality.LATERAL: self.unet_lateral,
                 Modality.REPORT: self.text_unet}[modality]
+
+    def condition_adapter(self, modality: Modality) -> ConditionAdapter | None:
+        """A flow's ``ConditionAdapter``, or None for a flow that reads the condition as one token."""
+        return getattr(self, f"condition_{modality.value}", None)
+
+    def default_guidance_scale(self, modality: Modality) -> float:
+        """The guidance scale a flow uses when the caller gives none: its adapter's validated scale, else 2."""
+        adapter = self.condition_adapter(modality)
+        return float(adapter.config.guidance_scale) if adapter is not None else 2.0
 
     def attach_cross_modal_attention(self) -> None:
         """Install each flow's QKV layers on its UNet (no-op for flows without stage-3 parts)."""
@@ -349,7 +370,7 @@ class CoDiXRPipeline(DiffusionPipeline):
         labels: Sequence[str] | Sequence[Sequence[str]] | str | None = None,
         outputs: Sequence[Modality | str] | Modality | str = (Modality.REPORT,),
         num_inference_steps: int = 20,
-        guidance_scale: float = 2.0,
+        guidance_scale: float | dict[Modality | str, float] | None = None,
         seed: int | Sequence[int] | None = 0,
         scheduler: str | SchedulerMixin = "dpm++",
         condition_weights: dict[Modality | str, float] | None = None,
@@ -365,7 +386,8 @@ class CoDiXRPipeline(DiffusionPipeline):
             labels: diagnosis labels from ``CONDITION_LABELS`` (a list, or a list of lists for a batch).
             outputs: any non-empty subset of modalities that are not inputs.
             num_inference_steps: sampler steps.
-            guidance_scale: classifier-free guidance weight (1 disables guidance).
+            guidance_scale: classifier-free guidance weight (1 disables guidance): one for every output, one per
+                output ({"report": 4.0}), or None for each flow's validated default (``default_guidance_scale``).
             seed: bit-identical results for the same seed on the same machine (None: random). A list gives one
                 seed per study of a batch, so that each study's noise is the same as when it is generated alone.
             scheduler: "dpm++", "ddim", "ddpm" or a diffusers scheduler instance.
@@ -419,9 +441,13 @@ class CoDiXRPipeline(DiffusionPipeline):
                    for k, v in (condition_weights or {}).items()}
         total = sum(weights.get(k, 1.0) for k in embeddings)
         cond = sum(weights.get(k, 1.0) * e for k, e in embeddings.items()) / total
-        cond = F.normalize(cond, dim=-1)[:, None]  # (B, 1, d)
-        do_cfg = guidance_scale > 1.0
-        context = torch.cat([torch.zeros_like(cond), cond]) if do_cfg else cond
+        cond = F.normalize(cond, dim=-1)  # (B, d)
+        given_scales = guidance_scale if isinstance(guidance_scale, dict) else {}
+        given_scales = {Modality.parse(k): float(v) for k, v in given_scales.items()}
+        scales = {m: given_scales.get(m, guidance_scale if isinstance(guidance_scale, (int, float))
+                                      else self.default_guidance_scale(m)) for m in wanted}
+        scales = {m: float(v) for m, v in scales.items()}
+        conditions = {m: condition_flow(self.condition_adapter(m), cond, guidance=scales[m] > 1.0) for m in wanted}
 
         # 3. Prepare timesteps (one scheduler per flow; they step in lock-step)
         schedulers = {}
@@ -459,8 +485,8 @@ class CoDiXRPipeline(DiffusionPipeline):
                 if callback is not None:
                     callback(i, n)
 
-            latents = denoise_latents({m: self.flow(m) for m in wanted}, latents, context, schedulers,
-                                      guidance_scale, generators, environments, on_step)
+            latents = denoise_latents({m: self.flow(m) for m in wanted}, latents, conditions, schedulers,
+                                      scales, generators, environments, on_step)
 
         # 6. Decode
         result: dict[str, Any] = {}

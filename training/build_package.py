@@ -27,6 +27,7 @@ from codixr.models.configs import SD_SCHEDULER
 from codixr.models.environment import CrossModalAttention, EnvironmentEncoder
 from codixr.models.prompt_encoder import PromptEncoder
 from codixr.models.text_unet import TextUNet
+from codixr.models.conditioning import ConditionAdapter
 from codixr.models.text_vae import OptimusTextVAE
 from codixr.pipeline import CoDiXRPipeline
 from training.common import REPO, load_config, load_done, run_dir
@@ -70,6 +71,12 @@ def assemble(root: Path) -> CoDiXRPipeline:
             joint[f"cross_attention_{name}"] = CrossModalAttention.from_pretrained(folder / f"cross_attention_{name}")
     else:
         logger.warning("stage 3 is not finished: the package will generate several outputs independently")
+    g_r = load_done(root / "stage2_text_unet", "G_R")
+    for name, folder in (("condition_report", g_r / "condition_report"),
+                         ("condition_frontal", root / "stage2_unet_frontal" / "final" / "condition_frontal"),
+                         ("condition_lateral", root / "stage2_unet_lateral" / "final" / "condition_lateral")):
+        if folder.is_dir():
+            joint[name] = ConditionAdapter.from_pretrained(folder)
     return CoDiXRPipeline(
         prompt_encoder=PromptEncoder.from_pretrained(s1 / "prompt_encoder"),
         tokenizer=PreTrainedTokenizerFast.from_pretrained(s1 / "tokenizer"),
@@ -77,7 +84,7 @@ def assemble(root: Path) -> CoDiXRPipeline:
         unet_frontal=UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_frontal", "G_F") / "unet_frontal"),
         unet_lateral=UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_lateral", "G_L") / "unet_lateral"),
         text_vae=OptimusTextVAE.from_pretrained(load_done(root / "stage2_text_vae", "Stage 2c") / "text_vae"),
-        text_unet=TextUNet.from_pretrained(load_done(root / "stage2_text_unet", "G_R") / "text_unet"),
+        text_unet=TextUNet.from_pretrained(g_r / "text_unet"),
         scheduler=DDPMScheduler(**SD_SCHEDULER),
         **joint,
     )

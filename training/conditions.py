@@ -67,3 +67,104 @@ def embed_labels(prompt_encoder, multi_hot: np.ndarray, has_labels: np.ndarray) 
     """Label-encoder embeddings (zeros where a sample has no labels)."""
     out = prompt_encoder.encode_labels(torch.from_numpy(multi_hot)).pooled
     return out * torch.from_numpy(has_labels.astype(np.float32))[:, None]
+
+
+# ---------------------------------------------------------------------------------------------- G_R's bridge
+# An image negative for lung opacity is taken as negative for the findings that are one (RSNA's target is
+# "lung opacity suggestive of pneumonia").
+OPACITY_FAMILY = ("Lung Opacity", "Pneumonia", "Consolidation")
+
+
+def positive_set(labels: dict[str, float | None]) -> frozenset[str]:
+    """The pathologies a label dict (CheXpert convention) marks positive."""
+    from codixr.modality import PATHOLOGIES
+
+    return frozenset(name for name in PATHOLOGIES if labels.get(name) == 1)
+
+
+def impression_matches(image_labels: dict[str, float | None], impression_positives: frozenset[str],
+                       impression_normal: bool) -> bool:
+    """Whether a real impression may stand for a real image, judged by their labels alone (G_R's bridge).
+
+    * image with findings S: the impression asserts at least one finding and only findings in S;
+    * image labelled normal (No Finding): the impression reads as normal;
+    * image with no finding but not labelled normal (e.g. an RSNA negative): the impression asserts nothing the
+      image is known to be negative for (negative for lung opacity = negative for the whole opacity family).
+    """
+    from codixr.modality import NO_FINDING, PATHOLOGIES
+
+    findings = positive_set(image_labels)
+    if findings:
+        return bool(impression_positives) and impression_positives <= findings
+    if image_labels.get(NO_FINDING) == 1:
+        return impression_normal and not impression_positives
+    negatives = {name for name in PATHOLOGIES if image_labels.get(name) == 0}
+    if negatives & set(OPACITY_FAMILY):
+        negatives |= set(OPACITY_FAMILY)
+    return not (impression_positives & negatives)
+
+
+class ReportConditionSampler:
+    """The conditions G_R trains on, each row paired with a real impression's latent.
+
+    Three kinds, drawn per row with ``weights``:
+
+    * ``text``: P_R of the impression itself (the paper's G_R condition);
+    * ``labels``: the label encoder on a random non-empty subset of the findings the project labeler reads in the
+      impression (No Finding for normal ones), so that a single-label request asks for impressions naming it;
+    * ``image``: P_X of a real training radiograph paired with a random real impression whose labels match the
+      image's (``impression_matches``): the route from X-rays to impressions when no image has its own report.
+    """
+
+    def __init__(self, text: torch.Tensor, impression_labels: list[frozenset[str]], impression_normal: np.ndarray,
+                 image_embeddings: torch.Tensor | None, image_matches: list[np.ndarray] | None, prompt_encoder,
+                 weights: dict[str, float]):
+        from codixr.modality import CONDITION_LABELS, NO_FINDING
+
+        self.text, self.prompt_encoder = text, prompt_encoder
+        self.label_sets = [sorted(s) if s else ([NO_FINDING] if n else []) for s, n in
+                           zip(impression_labels, impression_normal)]
+        self.labelled = np.flatnonzero([bool(s) for s in self.label_sets])
+        self.label_index = {name: i for i, name in enumerate(CONDITION_LABELS)}
+        self.images, self.matches = image_embeddings, image_matches
+        kinds = {"text": True, "labels": len(self.labelled) > 0,
+                 "image": image_embeddings is not None and len(image_embeddings) > 0}
+        self.kinds = [k for k in ("text", "labels", "image") if kinds[k] and weights.get(k, 0) > 0]
+        total = sum(weights[k] for k in self.kinds)
+        self.probs = torch.tensor([weights[k] / total for k in self.kinds])
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """(impression indices (B,), conditions (B, d), kinds) for one batch."""
+        kinds = torch.multinomial(self.probs, batch_size, replacement=True, generator=generator).tolist()
+        rows, conds, names = [], [], []
+        multi_hot = []
+        for k in kinds:
+            kind = self.kinds[k]
+            if kind == "text":
+                i = int(torch.randint(len(self.text), (1,), generator=generator))
+                rows.append(i)
+                conds.append(self.text[i])
+            elif kind == "labels":
+                i = int(self.labelled[int(torch.randint(len(self.labelled), (1,), generator=generator))])
+                names_i = self.label_sets[i]
+                keep = torch.rand(len(names_i), generator=generator) < 0.5
+                keep[int(torch.randint(len(names_i), (1,), generator=generator))] = True
+                hot = torch.zeros(len(self.label_index))
+                for name, flag in zip(names_i, keep.tolist()):
+                    if flag:
+                        hot[self.label_index[name]] = 1.0
+                rows.append(i)
+                conds.append(None)
+                multi_hot.append((len(conds) - 1, hot))
+            else:
+                j = int(torch.randint(len(self.images), (1,), generator=generator))
+                match = self.matches[j]
+                rows.append(int(match[int(torch.randint(len(match), (1,), generator=generator))]))
+                conds.append(self.images[j])
+            names.append(kind)
+        if multi_hot:
+            with torch.no_grad():
+                emb = self.prompt_encoder.encode_labels(torch.stack([h for _, h in multi_hot])).pooled
+            for (pos, _), e in zip(multi_hot, emb):
+                conds[pos] = e
+        return torch.as_tensor(rows), torch.stack(conds), names

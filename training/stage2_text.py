@@ -4,10 +4,15 @@
     python -m training.stage2_text --part unet --config small     # 2d: report diffusion, VAE and P frozen
 
 2c trains BERT encoder + GPT-2 decoder to reconstruct training impressions through the latent z
-(cross-entropy + beta * KL, beta warmed up linearly, KL free bits against posterior collapse), then measures
-the latent scaling factor (1 / std of the posterior means). 2d trains the report UNet on those latents
-(Eq. 2), conditioned on the frozen stage-1 embeddings of the impression itself (P_R) or of its human MeSH
-labels, with condition dropout for classifier-free guidance. Both report validation numbers in DONE.json.
+(cross-entropy summed over tokens + beta * KL, optionally with free bits or a fixed-noise latent, decoder word
+dropout, batches of similar-length impressions), then measures the latent scaling factor (1 / std of the
+posterior means) and how much the latent carries (``codixr.evaluate.following.text_autoencoder_table``).
+2d trains the report UNet and its ``ConditionAdapter`` on those latents (Eq. 2), conditioned on frozen stage-1
+embeddings of three kinds (``training.conditions.ReportConditionSampler``): the impression itself (P_R), the
+findings the labeler reads in it (label encoder), and real training radiographs whose labels match it (P_X;
+the bridge from images to impressions), with condition dropout to the adapter's learned null condition. It
+then chooses the guidance scale on validation data and stores it in the adapter. Both report validation
+numbers in DONE.json.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-from codixr.metrics.text import bleu_scores
-from codixr.models.configs import SD_SCHEDULER, get_config
+from codixr.evaluate.following import text_autoencoder_table
+from codixr.modality import CONDITION_LABELS, NO_FINDING
+from codixr.models.conditioning import condition_flow, drop_mask
+from codixr.models.configs import SD_SCHEDULER, build_condition_adapter, get_config
 from codixr.models.objectives import diffusion_loss, text_vae_loss
 from codixr.models.text_unet import TextUNet
 from codixr.models.text_vae import OptimusTextVAE
 from codixr.pipeline import denoise_latents
 from training.common import StageContext, load_done, prepare_stage, train_stage
-from training.conditions import ConditionBank, embed_labels, embed_texts
-from training.data import labels_multi_hot
+from training.conditions import (
+    ReportConditionSampler,
+    embed_images,
+    embed_texts,
+    impression_matches,
+    positive_set,
+)
 from training.samples import save_texts
 from training.stage1_align import get_tokenizer
 
@@ -40,18 +52,26 @@ def tokenize_for_vae(tokenizer, texts, max_length: int) -> dict[str, torch.Tenso
 
 
 class TextVAEModule(torch.nn.Module):
-    def __init__(self, text_vae, tokenizer, texts, beta, beta_warmup, free_bits):
+    def __init__(self, text_vae, tokenizer, texts, beta, beta_warmup, free_bits, word_dropout=0.0):
         super().__init__()
         self.text_vae, self.tokenizer, self.texts = text_vae, tokenizer, texts
-        self.beta, self.beta_warmup, self.free_bits = beta, beta_warmup, free_bits
+        self.beta, self.beta_warmup, self.free_bits, self.word_dropout = beta, beta_warmup, free_bits, word_dropout
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def forward(self, batch, generator=None):
         beta = self.beta * min(1.0, float(self.step) / max(self.beta_warmup, 1))
         self.step += 1
         loss, parts = text_vae_loss(self.text_vae, batch["input_ids"], batch["attention_mask"], beta, self.free_bits,
-                                    generator)
+                                    generator, self.word_dropout)
         return loss, {**parts, "beta": beta}
+
+
+def length_windows(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """Training texts ordered by token count: a batch is a window of this order starting at a random text, so
+    impressions of similar length go together and a batch is not padded to its longest member (IU impressions
+    have a median of 9 tokens and a tail past 64; random batches were two-thirds padding)."""
+    lengths = np.array([min(len(ids), max_length) for ids in tokenizer(list(texts))["input_ids"]])
+    return np.argsort(lengths, kind="stable")
 
 
 @torch.no_grad()
@@ -77,14 +97,22 @@ def run_vae(ctx: StageContext) -> dict:
     config, root, stage, spec, data = ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
     tokenizer = get_tokenizer(config, root / "tokenizer", data)
     cfg = get_config(config["model"])["text_vae"]
+    if spec.extra.get("latent_noise") is not None:
+        cfg["latent_noise"] = float(spec.extra["latent_noise"])
     text_vae = OptimusTextVAE(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                               bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **cfg)
     texts = [s.impression for s in data.report_items("train")]
     val = [s.impression for s in data.report_items("validate")][:500]
     module = TextVAEModule(text_vae, tokenizer, texts, float(spec.extra.get("beta", 0.5)),
-                           int(spec.extra.get("beta_warmup", 1000)), float(spec.extra.get("free_bits", 0.1)))
+                           int(spec.extra.get("beta_warmup", 1000)), float(spec.extra.get("free_bits", 0.1)),
+                           float(spec.extra.get("word_dropout", 0.0)))
+    order = length_windows(tokenizer, texts, cfg["max_length"]) if spec.extra.get("length_windows") else None
 
     def batch_fn(indices, generator):
+        if order is not None:  # the first index of the step's draw anchors a window of similar-length texts
+            start = int(np.flatnonzero(order == indices[0])[0])
+            start = min(start, max(len(order) - len(indices), 0))
+            indices = order[start:start + len(indices)]
         return tokenize_for_vae(tokenizer, [texts[i] for i in indices], cfg["max_length"])
 
     def sample_fn(module, out: Path, step: int):
@@ -98,84 +126,173 @@ def run_vae(ctx: StageContext) -> dict:
             mean, _ = tv.encode(enc["input_ids"], enc["attention_mask"])
         tv.register_to_config(scaling_factor=float(1.0 / mean.std()))
         tv.save_pretrained(final / "text_vae")
-        recon = reconstruct(tv, tokenizer, val)
-        exact = float(np.mean([normalise(a) == normalise(b) for a, b in zip(val, recon)])) if val else None
-        info["validation"] = {"impressions": len(val), "exact_reconstruction": exact,
-                              **(bleu_scores(recon, val) if val else {})}
+        table = text_autoencoder_table(tv.eval(), tokenizer, val)
+        info["validation"] = {k: v for k, v in table.items() if not k.endswith("examples")}
 
     info: dict = {"train_impressions": len(texts)}
     return train_stage(spec, root / stage, module, len(texts), batch_fn, save_fn, sample_fn, info)
 
 
 class TextUNetModule(torch.nn.Module):
-    def __init__(self, text_unet, scheduler, latents, bank, dropout):
+    """G_R's denoiser and its condition adapter, trained on (impression latent, condition) pairs of every kind."""
+
+    def __init__(self, text_unet, adapter, scheduler, latents, sampler, dropout):
         super().__init__()
-        self.text_unet, self.scheduler, self.latents, self.bank, self.dropout = text_unet, scheduler, latents, bank, dropout
+        self.text_unet, self.adapter, self.scheduler = text_unet, adapter, scheduler
+        self.latents, self.sampler, self.dropout = latents, sampler, dropout
 
     def forward(self, batch, generator=None):
-        idx = batch["indices"]
-        z = self.latents[idx].to(self.text_unet.device)
-        cond = self.bank.sample(idx, generator, self.dropout).to(z.device)
-        return diffusion_loss(self.text_unet, self.scheduler, z, cond, generator), {}
+        rows, cond, _ = self.sampler.draw(len(batch["indices"]), generator)
+        device = self.text_unet.device
+        z = self.latents[rows].to(device)
+        drop = drop_mask(len(rows), self.dropout, generator, device)
+        conditioning = condition_flow(self.adapter, cond.to(device), drop=drop)
+        return diffusion_loss(self.text_unet, self.scheduler, z, conditioning, generator), {}
 
 
 @torch.no_grad()
-def sample_reports(text_unet, text_vae, tokenizer, conditions, steps: int = 20, guidance: float = 2.0, seed: int = 0):
+def sample_reports(text_unet, adapter, text_vae, tokenizer, conditions, steps: int = 20, guidance: float = 2.0,
+                   seed: int = 0):
+    """Impressions from (B, d) shared-space conditions, with the same conditioning path as the pipeline."""
     scheduler = DPMSolverMultistepScheduler.from_config(SD_SCHEDULER, algorithm_type="dpmsolver++")
     scheduler.set_timesteps(steps)
     z = torch.randn((conditions.shape[0], text_unet.config.latent_dim), generator=torch.Generator().manual_seed(seed))
-    context = torch.cat([torch.zeros_like(conditions), conditions]) if guidance > 1 else conditions
-    z = denoise_latents({"r": text_unet}, {"r": z * scheduler.init_noise_sigma}, context, {"r": scheduler}, guidance)["r"]
+    cond = condition_flow(adapter, conditions, guidance=guidance > 1)
+    z = denoise_latents({"r": text_unet}, {"r": z * scheduler.init_noise_sigma}, {"r": cond}, {"r": scheduler},
+                        guidance)["r"]
     return decode_texts(text_vae, tokenizer, z)
 
 
-def report_condition_bank(pe, tokenizer, studies) -> ConditionBank:
-    h_txt, has_txt = embed_texts(pe, tokenizer, [s.impression for s in studies])
-    has_labels = np.array([any(v is not None for v in s.labels.values()) for s in studies])
-    h_lab = embed_labels(pe, np.stack([labels_multi_hot(s.labels) for s in studies]), has_labels)
-    return ConditionBank([h_txt, h_lab], [has_txt, has_labels], ["text", "labels"])
+def bridge_matches(data, items, impression_labels, impression_normal) -> tuple[list, list[np.ndarray]]:
+    """For each training image, the impressions whose labels match its labels (``impression_matches``)."""
+    by_id = {s.study_id: s for s in data.studies}
+    groups: dict[tuple, np.ndarray] = {}
+    for i, key in enumerate(zip(impression_labels, impression_normal)):
+        groups.setdefault(key, []).append(i)
+    groups = {k: np.asarray(v) for k, v in groups.items()}
+    kept, matches = [], []
+    for item in items:
+        labels = by_id[item.study_id].labels
+        if not any(v is not None for v in labels.values()):
+            continue
+        rows = [g for (pos, normal), g in groups.items() if impression_matches(labels, pos, bool(normal))]
+        if rows:
+            kept.append(item)
+            matches.append(np.concatenate(rows))
+    return kept, matches
+
+
+def report_pipeline(root: Path, pe, tokenizer, text_vae, text_unet, adapter):
+    """A pipeline over the run's finished stages with this G_R, for choosing the guidance scale (None if the
+    image stages it needs are not trained yet)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from codixr.pipeline import CoDiXRPipeline
+
+    needed = ("stage2_vae", "stage2_unet_frontal", "stage2_unet_lateral")
+    if not all((root / s / "DONE.json").is_file() for s in needed):
+        return None
+    return CoDiXRPipeline(
+        prompt_encoder=pe, tokenizer=tokenizer, text_vae=text_vae, text_unet=text_unet, condition_report=adapter,
+        vae=AutoencoderKL.from_pretrained(root / "stage2_vae" / "final" / "vae"),
+        unet_frontal=UNet2DConditionModel.from_pretrained(root / "stage2_unet_frontal" / "final" / "unet_frontal"),
+        unet_lateral=UNet2DConditionModel.from_pretrained(root / "stage2_unet_lateral" / "final" / "unet_lateral"),
+        scheduler=DDPMScheduler(**SD_SCHEDULER))
+
+
+def choose_guidance(pipe, data, scales, n_images: int = 128, seeds=tuple(range(8))) -> tuple[float, list[dict]]:
+    """The guidance scale that makes impressions follow their condition best on validation data.
+
+    Score = mean share of seeds whose impression names a requested single label + (opacity asserted in RSNA
+    positives - in RSNA negatives). Returns the best scale and the table of every scale tried.
+    """
+    from codixr.evaluate.following import labels_to_report_table, pipeline_report_generator, xray_to_report_table
+
+    items = data.image_items("validate", views=("frontal",), sources=("rsna-pneumonia",))[:n_images]
+    images = [data.cache.get(it.row) for it in items]
+    positive = [bool(it.labels[CONDITION_LABELS.index("Lung Opacity")]) for it in items]
+    table = []
+    for scale in scales:
+        generate = pipeline_report_generator(pipe, guidance_scale=scale)
+        labels = labels_to_report_table(generate, seeds=seeds)
+        row = {"guidance_scale": scale, "labels_mean_names_label": labels["mean_names_label"],
+               "labels_at_or_above_0.7": labels["labels_at_or_above_0.7"],
+               "labels_distinct_at_one_seed": labels["distinct_at_one_seed"]}
+        if images and any(positive) and not all(positive):
+            xr = xray_to_report_table(generate, images, positive)
+            row.update({k: xr[k] for k in ("asserted_in_positives", "asserted_in_negatives",
+                                           "distinct_at_shared_seed", "n_positive", "n_negative")})
+            row["score"] = row["labels_mean_names_label"] + xr["asserted_in_positives"] - xr["asserted_in_negatives"]
+        else:
+            row["score"] = row["labels_mean_names_label"]
+        logger.info("guidance %.1f: %s", scale, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+        table.append(row)
+    best = max(table, key=lambda r: r["score"])
+    return float(best["guidance_scale"]), table
 
 
 def run_unet(ctx: StageContext) -> dict:
+    from codixr.metrics.labeler import label_report
     from codixr.models.prompt_encoder import PromptEncoder
     from transformers import PreTrainedTokenizerFast
 
     config, root, stage, spec, data = ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
+    model_cfg = get_config(config["model"])
     stage1 = load_done(root / "stage1_align", "Stage 1 (prompt encoders)")
     pe = PromptEncoder.from_pretrained(stage1 / "prompt_encoder").eval().requires_grad_(False)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(stage1 / "tokenizer")
     vae_dir = load_done(root / "stage2_text_vae", "Stage 2c (text VAE)")
     text_vae = OptimusTextVAE.from_pretrained(vae_dir / "text_vae").eval().requires_grad_(False)
     studies = data.report_items("train")
-    val = [s for s in data.report_items("validate") if any(v == 1 for v in s.labels.values())][:8]
+    texts = [s.impression for s in studies]
     with torch.no_grad():
         latents = torch.cat([text_vae.encode_latents(**tokenize_for_vae(
-            tokenizer, [s.impression for s in studies[i:i + 128]], text_vae.config.max_length))
-            for i in range(0, len(studies), 128)])
-    bank = report_condition_bank(pe, tokenizer, studies)
-    text_unet = TextUNet(**get_config(config["model"])["text_unet"])
-    module = TextUNetModule(text_unet, DDPMScheduler(**SD_SCHEDULER), latents, bank,
+            tokenizer, texts[i:i + 128], text_vae.config.max_length)) for i in range(0, len(texts), 128)])
+    read = [label_report(t) for t in texts]  # what each impression says, by the project labeler
+    impression_labels = [positive_set(r) for r in read]
+    impression_normal = np.array([r.get(NO_FINDING) == 1 for r in read])
+    h_text, _ = embed_texts(pe, tokenizer, texts)
+    items = data.image_items("train")
+    items, matches = bridge_matches(data, items, impression_labels, impression_normal)
+    h_images = embed_images(pe, lambda idx: data.images(items, list(idx)), len(items)) if items else None
+    weights = {k: float(spec.extra.get(f"{k}_weight", w)) for k, w in (("text", 0.2), ("labels", 0.3), ("image", 0.5))}
+    sampler = ReportConditionSampler(h_text, impression_labels, impression_normal, h_images, matches, pe, weights)
+    logger.info("%s: %d impressions, %d images bridged by labels, condition kinds %s", stage, len(texts), len(items),
+                dict(zip(sampler.kinds, sampler.probs.tolist())))
+    text_unet = TextUNet(**model_cfg["text_unet"])
+    adapter = build_condition_adapter(model_cfg, "report")
+    module = TextUNetModule(text_unet, adapter, DDPMScheduler(**SD_SCHEDULER), latents, sampler,
                             float(spec.extra.get("condition_dropout", 0.1)))
 
     def batch_fn(indices, generator):
         return {"indices": indices}
 
     def sample_fn(module, out: Path, step: int):
-        if not val:
-            return
-        labels = torch.from_numpy(np.stack([labels_multi_hot(s.labels) for s in val]))
-        from_labels = sample_reports(module.text_unet, text_vae, tokenizer, pe.encode_labels(labels).pooled[:, None])
-        lines = []
-        for s, gen in zip(val, from_labels):
-            named = ", ".join(k for k, v in s.labels.items() if v == 1)
-            lines.append(f"LABELS: {named}\nREAL:   {s.impression}\nGEN:    {gen}\n")
-        save_texts(lines, out / f"samples-{step:06d}.txt")
+        hot = torch.eye(len(CONDITION_LABELS))
+        reports = sample_reports(module.text_unet, module.adapter, text_vae, tokenizer, pe.encode_labels(hot).pooled)
+        save_texts([f"{name}: {text}" for name, text in zip(CONDITION_LABELS, reports)],
+                   out / f"labels-{step:06d}.txt")
 
     def save_fn(module, final: Path):
-        module.text_unet.save_pretrained(final / "text_unet")
+        unet, adapter = module.text_unet.eval(), module.adapter.eval()
+        scales = [float(s) for s in spec.extra.get("guidance_scales", (1.0, 2.0, 3.0, 5.0, 7.5))]
+        pipe = report_pipeline(root, pe, tokenizer, text_vae, unet, adapter)
+        if pipe is not None and len(scales) > 1:
+            best, table = choose_guidance(pipe, data, scales)
+            adapter.register_to_config(guidance_scale=best)
+            info["guidance_selection"] = table
+            info["guidance_scale"] = best
+        else:
+            logger.warning("%s: guidance scale not chosen on validation (image stages missing); keeping %.1f", stage,
+                           adapter.config.guidance_scale)
+        unet.save_pretrained(final / "text_unet")
+        adapter.save_pretrained(final / "condition_report")
 
-    info = {"train_impressions": len(studies), "condition_kinds": bank.names}
-    return train_stage(spec, root / stage, module, len(studies), batch_fn, save_fn, sample_fn, info)
+    info = {"train_impressions": len(texts), "bridged_images": len(items),
+            "bridged_images_by_source": {src: sum(it.source == src for it in items) for src in
+                                         sorted({it.source for it in items})},
+            "condition_weights": dict(zip(sampler.kinds, [round(p, 3) for p in sampler.probs.tolist()]))}
+    return train_stage(spec, root / stage, module, len(texts), batch_fn, save_fn, sample_fn, info)
 
 
 def main(argv=None) -> dict:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
+from codixr.models.conditioning import ConditionAdapter, condition_flow, drop_mask
 from codixr.models.configs import SD_SCHEDULER, build_joint_components, get_config
 from codixr.models.environment import CrossModalAttention, EnvironmentEncoder
 from codixr.models.objectives import Flow, joint_diffusion_loss
@@ -35,9 +36,11 @@ logger = logging.getLogger("training.stage3")
 class JointModule(torch.nn.Module):
     """The flows of one pair; V and QKV of the trainable flows are the only parameters with gradients."""
 
-    def __init__(self, unets: dict, environments: dict, attentions: dict, latents: dict, scale: dict, bank, dropout):
+    def __init__(self, unets: dict, environments: dict, attentions: dict, latents: dict, scale: dict, bank, dropout,
+                 adapters: dict | None = None):
         super().__init__()
         self.unets = torch.nn.ModuleDict(unets)
+        self.adapters = torch.nn.ModuleDict(adapters or {})  # frozen condition adapters of flows that have one
         self.environments = torch.nn.ModuleDict(environments)
         self.attentions = torch.nn.ModuleDict(attentions)
         for name, qkv in attentions.items():
@@ -48,12 +51,15 @@ class JointModule(torch.nn.Module):
     def forward(self, batch, generator=None):
         idx = batch["indices"]
         device = next(self.environments.parameters()).device
-        cond = self.bank.sample(idx, generator, self.dropout).to(device)
+        cond = self.bank.sample(idx, generator).to(device)
+        drop = drop_mask(len(idx), self.dropout, generator, device)  # one dropout draw for all flows of a sample
         flows = {}
         for name in self.unets:
             mean, std = self.latents[name]
             z = mean[idx] + (std[idx] * torch.randn(mean[idx].shape, generator=generator) if std is not None else 0)
-            flows[name] = Flow(self.unets[name], (z * self.scale[name]).to(device), cond, self.environments[name])
+            conditioning = condition_flow(self.adapters[name] if name in self.adapters else None, cond, drop=drop)
+            flows[name] = Flow(self.unets[name], (z * self.scale[name]).to(device), conditioning,
+                               self.environments[name])
         return joint_diffusion_loss(flows, self.scheduler, generator)
 
 
@@ -65,6 +71,7 @@ def main(argv=None) -> dict:
     model_cfg = get_config(config["model"])
     unet_f = UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_frontal", "G_F") / "unet_frontal")
     frozen = {"frontal": unet_f}
+    adapters = {}
     if args.pair == "FL":
         pairs = data.paired_views("train")
         frozen["lateral"] = UNet2DConditionModel.from_pretrained(
@@ -74,7 +81,10 @@ def main(argv=None) -> dict:
     else:
         fronts = [it for it in data.image_items("train", views=("frontal",)) if it.text]
         texts = [it.text for it in fronts]
-        frozen["report"] = TextUNet.from_pretrained(load_done(root / "stage2_text_unet", "G_R") / "text_unet")
+        g_r = load_done(root / "stage2_text_unet", "G_R")
+        frozen["report"] = TextUNet.from_pretrained(g_r / "text_unet")
+        if (g_r / "condition_report").is_dir():
+            adapters["report"] = ConditionAdapter.from_pretrained(g_r / "condition_report").eval().requires_grad_(False)
         text_vae = OptimusTextVAE.from_pretrained(load_done(root / "stage2_text_vae", "text VAE") / "text_vae")
     if not fronts:
         raise RuntimeError(f"{stage}: no training pairs for {args.pair}")
@@ -115,7 +125,8 @@ def main(argv=None) -> dict:
         environments["frontal"] = EnvironmentEncoder.from_pretrained(fl / "environment_frontal").requires_grad_(False)
         attentions["frontal"] = CrossModalAttention.from_pretrained(fl / "cross_attention_frontal").requires_grad_(False)
         environments["report"], attentions["report"] = fresh["environment_report"], fresh["cross_attention_report"]
-    module = JointModule(frozen, environments, attentions, latents, scale, bank, float(spec.extra.get("condition_dropout", 0.1)))
+    module = JointModule(frozen, environments, attentions, latents, scale, bank,
+                         float(spec.extra.get("condition_dropout", 0.1)), adapters)
     trained = [n for n in environments if any(p.requires_grad for p in environments[n].parameters())]
 
     def batch_fn(indices, generator):

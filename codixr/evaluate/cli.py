@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-real", type=int, default=None, help="real images per view for FID and Real Data rows (default: --n)")
     p.add_argument("--n-retrieval", type=int, default=200, help="real image-text pairs for retrieval (default 200)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the package's validated scale of each output)")
     p.add_argument("--scheduler", default="dpm++", help="sampler of the pipeline: dpm++ (default), ddim or ddpm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4, help="samples per pipeline call (default 4)")
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--following", default="on", choices=("on", "off", "only"),
+                   help="the 'does the output follow its input' tables (on by default; 'only' skips Tables II-V)")
+    p.add_argument("--n-following", type=int, default=128, help="frontals for the F->R following table (default 128)")
     return p
 
 
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
 
     started = time.time()
     # 1. Check arguments
-    settings: tuple[Setting, ...] = parse_settings(args.settings)
+    settings: tuple[Setting, ...] = parse_settings(args.settings) if args.following != "only" else ()
     backbone_names = _choices(args.backbones, tuple(scoring.BACKBONES), "--backbones")
     reader_names = _choices(args.readers, scoring.READERS, "--readers")
     _check_numbers(args)
@@ -205,6 +209,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
         "consistency": scoring.consistency_table(runs, readers, findings),
         "retrieval": scoring.retrieval_table(runs, data, pipe, bank, args.n_retrieval),
     }
+    if args.following != "off":
+        from codixr.evaluate.following import following_tables
+
+        logger.info("does the output follow its input?")
+        results["following"] = following_tables(pipe, data, n_images=args.n_following)
 
     # 6. Plots
     results["plots"] = _plots(results, runs, references, bank, out)

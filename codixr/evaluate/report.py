@@ -287,8 +287,12 @@ def _short(status: str) -> str:
     return status.split(": ", 1)[0] if status.startswith("not available") else status
 
 
+def _guidance(scale: float | None) -> str:
+    return "(the package's default per output)" if scale is None else f"{scale:g}"
+
+
 def write_markdown(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """The Markdown report: header, settings, Tables II-V, consistency, retrieval, plots."""
+    """The Markdown report: header, settings, Tables II-V, consistency, retrieval, plots, following tables."""
     meta = results["meta"]
     gen = meta["generation"]
     lines = [
@@ -296,7 +300,7 @@ def write_markdown(results: dict[str, Any], path: str | os.PathLike) -> Path:
         f"- Model: `{meta['model']}` (fingerprint `{gen['model']}`)",
         f"- Data: `{meta['data']}` ({meta['kind']}, split `{meta['split']}`); " +
         "; ".join(f"{k}: {v}" for k, v in meta["data_sources"].items()),
-        f"- Generation: {gen['steps']} steps, {gen['scheduler']}, guidance {gen['guidance_scale']}, seed {gen['seed']} "
+        f"- Generation: {gen['steps']} steps, {gen['scheduler']}, guidance {_guidance(gen['guidance_scale'])}, seed {gen['seed']} "
         f"(batch starting at item i: seed + i), batch size {gen['batch_size']}, up to n = {meta['n']} per setting",
         "- Readers (Table III, consistency): " + "; ".join(f"{k}: {_short(v)}" for k, v in meta["readers"].items()),
         "- FID backbones (Table II): " + "; ".join(f"{BACKBONES[k][1]}: {_short(v)}" for k, v in meta["backbone_status"].items()),
@@ -304,9 +308,12 @@ def write_markdown(results: dict[str, Any], path: str | os.PathLike) -> Path:
         f"- Wall time: {meta['wall_time_s']:.1f} s on {meta['device']} (generation {meta['generation_time_s']:.1f} s); "
         f"codixr {meta['codixr_version']}, {meta['created']}", "",
     ]
+    from codixr.evaluate.following import following_markdown
+
     for section in (_settings_section, _fid_section, _classification_section, _bleu_section, _label_f1_section,
                     _consistency_section, _retrieval_section, _plots_section):
         lines += section(results)
+    lines += following_markdown(results.get("following", {}))
     path = Path(path)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

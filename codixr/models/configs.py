@@ -16,6 +16,10 @@ SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012
                     prediction_type="epsilon", clip_sample=False, steps_offset=1, timestep_spacing="leading")
 
 
+# The text VAE's objective and z injection (Optimus): summed reconstruction, z in every decoder position.
+_OPTIMUS = dict(inject_embeddings=True, pooling="mean", reconstruction="sum")
+
+
 def _unet(blocks, layers, cross_dim, sample_size, latent_channels, head_dim, groups=32):
     n = len(blocks)
     return dict(
@@ -49,13 +53,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         vae=_vae((8, 16, 16), latent_channels=4, sample_size=64, groups=4),
         unet=_unet((16, 32), 1, 32, sample_size=16, latent_channels=4, head_dim=2, groups=8),
         text_vae=dict(
-            latent_dim=16, num_prefix_tokens=2, max_length=24,
+            latent_dim=16, num_prefix_tokens=2, max_length=24, **_OPTIMUS,
             encoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                 max_position_embeddings=80),
             decoder_config=dict(n_embd=32, n_layer=1, n_head=2),
         ),
         text_unet=dict(latent_dim=16, block_out_channels=[16, 32], num_tokens=4, layers_per_block=1,
-                       cross_attention_dim=32, attention_heads=2, norm_num_groups=4),
+                       cross_attention_dim=32, attention_heads=2, norm_num_groups=4, condition_embedding_dim=32),
+        condition_report=dict(num_tokens=2, hidden_dim=32),
         environment=dict(hidden_dim=16, num_tokens=2, dim_head=8),
         scheduler=SD_SCHEDULER,
     ),
@@ -72,13 +77,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         vae=_vae((32, 64, 96, 96, 96), latent_channels=8, sample_size=256, groups=16),
         unet=_unet((40, 80, 160), 1, 256, sample_size=16, latent_channels=8, head_dim=8, groups=8),
         text_vae=dict(
-            latent_dim=128, num_prefix_tokens=4, max_length=64,
+            latent_dim=128, num_prefix_tokens=4, max_length=64, **_OPTIMUS,
             encoder_config=dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=3, intermediate_size=768,
                                 max_position_embeddings=80),
             decoder_config=dict(n_embd=192, n_layer=3, n_head=3),
         ),
         text_unet=dict(latent_dim=128, block_out_channels=[48, 96], num_tokens=4, layers_per_block=1,
-                       cross_attention_dim=256, attention_heads=4, norm_num_groups=16),
+                       cross_attention_dim=256, attention_heads=4, norm_num_groups=16, condition_embedding_dim=256),
+        condition_report=dict(num_tokens=4, hidden_dim=512),
         environment=dict(hidden_dim=128, num_tokens=4, dim_head=32),
         scheduler=SD_SCHEDULER,
     ),
@@ -95,13 +101,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         vae=_vae((128, 256, 512, 512), latent_channels=4, sample_size=256, layers=2),
         unet=_unet((320, 640, 1280, 1280), 2, 768, sample_size=32, latent_channels=4, head_dim=8),
         text_vae=dict(
-            latent_dim=768, num_prefix_tokens=4, max_length=77,
+            latent_dim=768, num_prefix_tokens=4, max_length=77, **_OPTIMUS,
             encoder_config=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                                 max_position_embeddings=512),
             decoder_config=dict(n_embd=768, n_layer=12, n_head=12),
         ),
         text_unet=dict(latent_dim=768, block_out_channels=[320, 640, 1280, 1280], num_tokens=4, layers_per_block=2,
-                       cross_attention_dim=768, attention_heads=8, norm_num_groups=32),
+                       cross_attention_dim=768, attention_heads=8, norm_num_groups=32, condition_embedding_dim=768),
+        condition_report=dict(num_tokens=4, hidden_dim=1536),
         environment=dict(hidden_dim=512, num_tokens=4, dim_head=64),
         scheduler=SD_SCHEDULER,
     ),
@@ -151,9 +158,20 @@ def build_components(name_or_config: str | dict, tokenizer=None, vocab_size: int
         prompt_encoder=prompt_encoder, vae=vae, unet_frontal=unet_frontal, unet_lateral=unet_lateral,
         text_vae=text_vae, text_unet=text_unet, scheduler=DDPMScheduler(**cfg["scheduler"]), tokenizer=tokenizer,
     )
+    if "condition_report" in cfg:
+        components["condition_report"] = build_condition_adapter(cfg, "report")
     if with_joint:
         components.update(build_joint_components(components, cfg))
     return components
+
+
+def build_condition_adapter(cfg: dict[str, Any], flow: str):
+    """The ``ConditionAdapter`` of one flow ("frontal", "lateral", "report"), sized to its denoiser's context."""
+    from codixr.models.conditioning import ConditionAdapter
+
+    denoiser = cfg["text_unet"] if flow == "report" else cfg["unet"]
+    return ConditionAdapter(condition_dim=cfg["prompt_encoder"]["projection_dim"],
+                            cross_attention_dim=denoiser["cross_attention_dim"], **cfg[f"condition_{flow}"])
 
 
 def build_prompt_encoder(cfg: dict[str, Any], text_config: dict[str, Any]):

@@ -11,11 +11,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from codixr.models.losses import info_nce
+
+if TYPE_CHECKING:
+    from codixr.models.conditioning import Conditioning
 
 
 def add_noise(scheduler, latents: torch.Tensor, generator: torch.Generator | None = None
@@ -66,22 +70,28 @@ def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: torc
     return rec + kl_weight * kl, {"l1": rec.item(), "kl": kl.item()}
 
 
-def diffusion_loss(unet, scheduler, latents: torch.Tensor, condition: torch.Tensor,
+def diffusion_loss(unet, scheduler, latents: torch.Tensor, condition,
                    generator: torch.Generator | None = None, cross_attention_kwargs: dict | None = None,
                    noisy: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Eq. 2: || eps - eps_theta(z_t, t, P(I)) ||^2 for one flow (image UNet or the report ``TextUNet``).
 
-    ``condition`` is the (B, S, d) cross-attention context; ``noisy`` reuses a (z_t, eps, t) triple.
+    ``condition`` is a ``Conditioning`` (from ``codixr.models.conditioning.condition_flow``) or a (B, S, d)
+    cross-attention context; ``noisy`` reuses a (z_t, eps, t) triple.
     """
+    from codixr.models.conditioning import Conditioning
+
+    cond = condition if isinstance(condition, Conditioning) else Conditioning(condition)
     z_t, noise, t = noisy if noisy is not None else add_noise(scheduler, latents, generator)
-    pred = unet(z_t, t, encoder_hidden_states=condition, cross_attention_kwargs=cross_attention_kwargs).sample
+    pred = unet(z_t, t, cross_attention_kwargs=cross_attention_kwargs, **cond.kwargs()).sample
     return F.mse_loss(pred.float(), noise.float())
 
 
 def text_vae_loss(text_vae, input_ids: torch.Tensor, attention_mask: torch.Tensor, beta: float = 0.5,
-                  free_bits: float = 0.05, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Stage 2c: the Optimus reconstruction round (cross-entropy + beta * KL with free bits)."""
-    out = text_vae(input_ids, attention_mask, beta=beta, free_bits=free_bits, generator=generator)
+                  free_bits: float = 0.05, generator: torch.Generator | None = None,
+                  word_dropout: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage 2c: the Optimus reconstruction round (cross-entropy + beta * KL with free bits, word dropout)."""
+    out = text_vae(input_ids, attention_mask, beta=beta, free_bits=free_bits, generator=generator,
+                   word_dropout=word_dropout)
     return out.loss, {"reconstruction": out.reconstruction_loss.item(), "kl": out.kl.item()}
 
 
@@ -91,7 +101,7 @@ class Flow:
 
     unet: torch.nn.Module
     latents: torch.Tensor
-    condition: torch.Tensor
+    condition: "torch.Tensor | Conditioning"  # a (B, S, d) context or a Conditioning (codixr.models.conditioning)
     environment: torch.nn.Module
 
 

@@ -80,6 +80,9 @@ class TextUNet(ModelMixin, ConfigMixin):
         cross_attention_dim: width of the condition tokens (the shared space).
         attention_heads: heads of each cross-attention.
         norm_num_groups: GroupNorm groups.
+        condition_embedding_dim: when set, ``forward`` takes ``class_labels`` (B, condition_embedding_dim), the
+            pooled condition, and adds its projection to the timestep embedding (as diffusers'
+            ``class_embed_type="projection"`` does for image UNets; see ``codixr.models.conditioning``).
     """
 
     @register_to_config
@@ -93,12 +96,15 @@ class TextUNet(ModelMixin, ConfigMixin):
         attention_heads: int = 4,
         norm_num_groups: int = 8,
         dropout: float = 0.0,
+        condition_embedding_dim: int | None = None,
     ):
         super().__init__()
         ch0 = block_out_channels[0]
         temb_dim = ch0 * 4
         self.time_proj = Timesteps(ch0, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(ch0, temb_dim)
+        self.condition_embedding = (TimestepEmbedding(condition_embedding_dim, temb_dim)
+                                    if condition_embedding_dim else None)
         self.conv_in = nn.Linear(latent_dim, ch0 * num_tokens)
 
         def res(cin: int, cout: int) -> FCResBlock:
@@ -138,14 +144,23 @@ class TextUNet(ModelMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor,
         cross_attention_kwargs: dict | None = None,
         return_dict: bool = True,
+        class_labels: torch.Tensor | None = None,
     ) -> TextUNetOutput | tuple[torch.Tensor]:
-        """sample (B, latent_dim), timestep, condition tokens (B, S, cross_attention_dim) -> epsilon (B, latent_dim)."""
+        """sample (B, latent_dim), timestep, condition tokens (B, S, cross_attention_dim) -> epsilon (B, latent_dim).
+
+        ``class_labels``: the pooled condition (B, condition_embedding_dim), required when the UNet has a
+        condition embedding.
+        """
         b = sample.shape[0]
         t = torch.as_tensor(timestep, device=sample.device)
         if t.ndim == 0:
             t = t[None]
         t = t.expand(b)
         temb = self.time_embedding(self.time_proj(t).to(sample.dtype))
+        if self.condition_embedding is not None:
+            if class_labels is None:
+                raise ValueError("This TextUNet adds the pooled condition to its time embedding: pass class_labels.")
+            temb = temb + self.condition_embedding(class_labels.to(temb.dtype))
         h = self.conv_in(sample).view(b, -1, self.config.num_tokens)
         skips = []
         for resnet, attention in zip(self.down_resnets, self.down_attentions):

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from codixr.models.conditioning import condition_flow
 from codixr.models.configs import build_components
 from codixr.models.describe import count_parameters, parameter_table
 from codixr.models.environment import cross_attention_layers
@@ -131,13 +132,17 @@ def test_one_batch_overfit_every_stage(tiny):
     results["stage 2c: text VAE"] = _overfit(tvae.parameters(), lambda: text_vae_loss(tvae, ids, mask, generator=fixed(3))[0])
     with torch.no_grad():
         text_latents = tvae.encode_latents(ids, mask)
-    tunet = comps["text_unet"].train()
-    results["stage 2d: G_R"] = _overfit(tunet.parameters(), lambda: diffusion_loss(tunet, sched, text_latents, cond, fixed(4)))
+    tunet, adapter = comps["text_unet"].train(), comps["condition_report"].train()
+    drop = torch.tensor([False, True, False, False])  # one row trains the learned null condition
+    results["stage 2d: G_R"] = _overfit(
+        [*tunet.parameters(), *adapter.parameters()],
+        lambda: diffusion_loss(tunet, sched, text_latents, condition_flow(adapter, cond, drop=drop), fixed(4)))
+    report_cond = condition_flow(adapter.eval().requires_grad_(False), cond)
 
     for m in ("frontal", "report"):
         comps[f"cross_attention_{m}"].attach(comps["unet_frontal"] if m == "frontal" else comps["text_unet"])
     flows = {"frontal": Flow(unet.eval().requires_grad_(False), latents, cond, comps["environment_frontal"]),
-             "report": Flow(tunet.eval().requires_grad_(False), text_latents, cond, comps["environment_report"])}
+             "report": Flow(tunet.eval().requires_grad_(False), text_latents, report_cond, comps["environment_report"])}
     trainable = [p for m in ("frontal", "report") for k in ("environment", "cross_attention")
                  for p in comps[f"{k}_{m}"].parameters()]
     results["stage 3: L_FR"] = _overfit(trainable, lambda: joint_diffusion_loss(flows, sched, fixed(5))[0])

@@ -9,12 +9,14 @@ runs once it holds ``max_batch`` items or its oldest item has waited ``window_s`
 ``workers`` threads. The window is only waited for when others are using the app (another session has an
 item in flight or had one finish in the last ``recent_s``, or the session is unknown): one user alone never
 waits for company. While sessions that were just served are still expected back (their next request is on
-its way: the app is still sending their results), a group waits for them up to a quarter of a group's
-duration (at most ``MAX_WAIT_S``): requests that were batched together stay together instead of splitting
-into a lone request and the rest. ``run_group(key, items, progress)`` returns one result or exception per item, in order;
-``progress(step, total)`` reaches every ticket of the group. One session (one browser tab or API client) has at
-most ``session_cap`` items waiting or running; the whole queue at most ``queue_size``. A refusal says when to
-try again, estimated from how long recent groups took.
+its way: the app is still sending their results), a group waits for them, from when the worker is free, up
+to a quarter of the last group's duration (at most ``MAX_WAIT_S``): requests that were batched together stay
+together instead of splitting into a few and the rest.
+
+``run_group(key, items, progress)`` returns or yields one result or exception per item, in order; each goes
+out to its ticket as soon as it is made. ``progress(step, total)`` reaches every ticket of the group. One
+session (one browser tab or API client) has at most ``session_cap`` items waiting or running; the whole queue
+at most ``queue_size``. A refusal says when to try again, estimated from how long recent groups took.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Iterable
 
 from codixr.errors import CoDiXRError
 
 logger = logging.getLogger(__name__)
 
-RunGroup = Callable[[Hashable, list, Callable[[int, int], None]], Sequence[Any]]
-WAIT_SHARE = 0.25  # a group waits for returning sessions at most this share of how long a group takes ...
+RunGroup = Callable[[Hashable, list, Callable[[int, int], None]], Iterable[Any]]
+WAIT_SHARE = 0.25  # a group waits for returning sessions at most this share of how long the last group took
 MAX_WAIT_S = 5.0  # ... and never longer than this
 
 
@@ -82,6 +84,8 @@ class Batcher:
         self._per_session: dict[str, int] = {}  # items in flight per session
         self._finished: dict[str, float] = {}  # when each session's last item finished (monotonic)
         self._group_seconds: float | None = None  # running mean of how long one group takes
+        self._last_group_s = 0.0
+        self._free_since = 0.0  # when a worker last finished a group (monotonic)
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -132,9 +136,8 @@ class Batcher:
         return sum(1 for s, t in self._finished.items() if t > now - self.recent_s and s not in self._per_session)
 
     def _max_wait(self) -> float:
-        """How long a group may wait for returning sessions."""
-        share = WAIT_SHARE * self._group_seconds if self._group_seconds is not None else 0.0
-        return min(MAX_WAIT_S, max(self.window_s, share))
+        """How long a group may wait for returning sessions once a worker is free."""
+        return min(MAX_WAIT_S, max(self.window_s, WAIT_SHARE * self._last_group_s))
 
     def _retry_after(self, ahead: int) -> float:
         """Seconds until about ``ahead`` items have been served (at least 5 s; 30 s before any group has run)."""
@@ -179,7 +182,7 @@ class Batcher:
                 elif waited < oldest.window_s:
                     due = oldest.window_s - waited
                 elif self._returning(now):
-                    due = self._max_wait() - waited
+                    due = max(self._free_since, oldest.submitted) + self._max_wait() - now
                 else:
                     due = 0.0
                 if due <= 0:
@@ -218,6 +221,7 @@ class Batcher:
             with self._cond:
                 self._group_seconds = seconds if self._group_seconds is None else \
                     0.7 * self._group_seconds + 0.3 * seconds
+                self._last_group_s, self._free_since = seconds, time.monotonic()
                 self._cond.notify_all()
             logger.info("ran a group of %d in %.2f s (%d waiting)", len(group), seconds, len(self._waiting))
 

@@ -393,6 +393,7 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                 api_visibility="private")
         impression.change(allowed_outputs, [frontal, lateral, impression, outputs], outputs, queue=False,
                           show_progress="hidden", api_visibility="private")
+        # generate and review wait in the model service's batching queue (which bounds them), not in gradio's
         run.click(on_generate, gen_inputs, gen_outputs, api_name="generate", concurrency_limit=None)
         study_files.change(on_study, study_files, [study_frontal, study_lateral, study_message, study_pngs],
                            api_name="study", concurrency_limit=2)

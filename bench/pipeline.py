@@ -95,7 +95,7 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
             "torch": torch.__version__, "load_average_before": load_before, "load_average_after": os.getloadavg()}
 
 
-def time_request(pipe: Any, kwargs: dict[str, Any], repeats: int, steps: int, guidance: float,
+def time_request(pipe: Any, kwargs: dict[str, Any], repeats: int, steps: int, guidance: float | None,
                  sampler: str) -> list[float]:
     """Wall times (s) of ``repeats`` calls after one warm-up call."""
     times = []
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model", help="model package (default: $CODIXR_MODEL or assets/codixr-default)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per request after the warm-up")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale for every output (default: the package's validated scale per output)")
     parser.add_argument("--sampler", default="dpm++")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+
+    from codixr.modality import Modality
 
     pipe, description = load_pipeline(args.model)
     load_before = os.getloadavg()
@@ -129,14 +132,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results.append({"request": name, "median_s": statistics.median(times), "min_s": min(times),
                         "max_s": max(times), "runs_s": times, "within_target": statistics.median(times) <= TARGET_SECONDS})
     report = {
-        "model": description, "steps": args.steps, "guidance_scale": args.guidance, "sampler": args.sampler,
+        "model": description, "steps": args.steps, "sampler": args.sampler,
+        "guidance_scale": args.guidance if args.guidance is not None else
+        {m.value: pipe.default_guidance_scale(m) for m in Modality},
         "joint": pipe.has_joint_generation, "repeats": args.repeats, "target_s": TARGET_SECONDS,
         "machine": machine(load_before),
         "results": results,
     }
     logger.info("CoDiXRPipeline latency, %s", description)
-    logger.info("%d steps %s, guidance %.1f, %d CPU(s), %d torch thread(s), load average %.2f -> %.2f",
-                args.steps, args.sampler, args.guidance, os.cpu_count(), torch.get_num_threads(), load_before[0],
+    logger.info("%d steps %s, guidance %s, %d CPU(s), %d torch thread(s), load average %.2f -> %.2f",
+                args.steps, args.sampler, "package default" if args.guidance is None else f"{args.guidance:g}", os.cpu_count(), torch.get_num_threads(), load_before[0],
                 report["machine"]["load_average_after"][0])
     logger.info("%-16s %9s %9s %9s  %s", "request", "median s", "min s", "max s", f"<= {TARGET_SECONDS:g} s")
     for r in results:

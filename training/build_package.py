@@ -53,9 +53,11 @@ LIMITATIONS = """\
   views are very few (the lateral UNet is the frontal one fine-tuned on them), and studies with both views even
   fewer, so frontal-lateral consistency (stage 3 F-L) rests on a few dozen pairs.
 - **No real image-impression pairs.** The IU reports come without images here, and the COVID collection's notes
-  are case descriptions, not impressions. Images and impressions meet in the shared space through diagnosis
-  labels (CoDi's bridging alignment), so X-ray to report generation follows the labels an image evokes rather
-  than reading fine detail.
+  are case descriptions, not impressions. G_R learns X-ray to report from real radiographs paired with real
+  impressions *by their labels* (an RSNA opacity image with impressions that assert opacity, pneumonia or
+  consolidation, and only those; a normal image with normal impressions; see the notes), so X-ray to report
+  generation follows the findings an image's P_X embedding evokes, not its fine detail, and it can only say
+  what the images' labels cover.
 - **Small and fast.** The `small` configuration (16x16x8 image latents, 128-d text latents) is sized for a
   2-core CPU; images are blurrier and reports more formulaic than the paper's 6.77B-parameter model."""
 
@@ -154,13 +156,20 @@ def report_samples(samples: Path, per_setting: int = 6) -> list[str]:
     return ["### Generated impressions from X-rays", "", *lines] if lines else []
 
 
+def _scales(value) -> str:
+    """A benchmark's guidance: one scale, or the package's default per output."""
+    if isinstance(value, dict):
+        return "per output (" + ", ".join(f"{k} {v:g}" for k, v in value.items()) + ")"
+    return f"{value:g}"
+
+
 def speed_table(b: dict) -> list[str]:
     """The card's speed section from ``python -m bench.pipeline --json <run>/benchmark.json``."""
     m = b["machine"]
     lines = [f"Measured with `python -m bench.pipeline --model <package>` on {m['cpus']} CPU core(s) "
              f"({m['processor']}, {m['torch_threads']} torch thread(s), torch {m['torch']}, load average "
              f"{m['load_average_before'][0]:.2f} before), {b['steps']} {b['sampler']} steps, guidance "
-             f"{b['guidance_scale']:g}, joint cross-modal generation {'on' if b['joint'] else 'off'}; "
+             f"{_scales(b['guidance_scale'])}, joint cross-modal generation {'on' if b['joint'] else 'off'}; "
              f"{b['repeats']} timed runs after one warm-up.", "",
              f"| request | median s | min s | max s | within {b['target_s']:g} s |", "|---|---:|---:|---:|---|"]
     for r in b["results"]:

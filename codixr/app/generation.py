@@ -220,7 +220,9 @@ def run_group(pipe, key: BatchKey, jobs: list[GenerationJob],
         out = pipe(frontal=_column(jobs, "frontal"), lateral=_column(jobs, "lateral"),
                    report=[j.request.impression for j in jobs] if jobs[0].request.impression else None,
                    labels=[list(j.request.labels) for j in jobs] if jobs[0].request.labels else None,
-                   outputs=key.outputs, num_inference_steps=key.steps, guidance_scale=key.guidance,
+                   outputs=key.outputs, num_inference_steps=key.steps,
+                   # the slider steers the images; the report keeps the scale validated for the package's G_R
+                   guidance_scale={"frontal": key.guidance, "lateral": key.guidance},
                    seed=[j.request.seed for j in jobs], scheduler=key.sampler,
                    on_long_report="truncate", callback=progress)
     except Exception as exc:

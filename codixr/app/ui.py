@@ -270,7 +270,8 @@ def build_app(config: AppConfig, service: ModelService, temp: TempStore, status:
                                                    elem_id="outputs")
                         with gr.Accordion("Advanced", open=False):
                             steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Denoising steps")
-                            guidance = gr.Slider(1.0, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale")
+                            guidance = gr.Slider(1.0, MAX_GUIDANCE, value=2.0, step=0.5, label="Guidance scale (images)",
+                                                 info="The report uses the scale validated for the model")
                             seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                             sampler = gr.Radio(list(SAMPLERS), value="dpm++", label="Sampler")
                             long_impression = gr.Radio(list(LONG_IMPRESSION), value="truncate",

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("train", "validate", "test"), help="with --from-studies: one split only")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
-    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default: the package's validated scale per output)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="dpm++")
     parser.add_argument("--seed", type=int, default=0, help="base seed; sample i uses seed + 3*i")
     parser.add_argument("--dicom", action="store_true", help="also write each image as a DICOM marked synthetic")

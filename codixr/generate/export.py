@@ -88,7 +88,7 @@ class ExportConfig:
     split: str | None = None
     batch_size: int = 1
     steps: int = 20
-    guidance_scale: float = 2.0
+    guidance_scale: float | None = None  # None: the package's validated scale per output
     sampler: str = "dpm++"
     seed: int = 0
     dicom: bool = False
@@ -106,7 +106,8 @@ class ExportConfig:
             (self.n is None or self.n >= 1, f"--n must be at least 1, not {self.n}."),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}."),
             (self.steps >= 1, f"--steps must be at least 1, not {self.steps}."),
-            (self.guidance_scale >= 0, f"--guidance must not be negative, not {self.guidance_scale}."),
+            (self.guidance_scale is None or self.guidance_scale >= 0,
+             f"--guidance must not be negative, not {self.guidance_scale}."),
             (self.seed >= 0, f"--seed must be 0 or more, not {self.seed}."),
             (self.sampler in SAMPLERS, f"Unknown sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}."),
             (self.findings in FINDINGS_SOURCES,

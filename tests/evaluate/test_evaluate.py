@@ -13,7 +13,7 @@ from codixr.errors import InputError, OverlappingModalitiesError, UnknownModalit
 from codixr.evaluate.cli import main
 from codixr.evaluate.data import load_eval_data, select_items
 from codixr.evaluate.settings import DEFAULT_SETTINGS, PAPER_SETTINGS, parse_setting, parse_settings
-from codixr.modality import PATHOLOGIES
+from codixr.modality import CONDITION_LABELS, PATHOLOGIES
 from codixr.pipeline import CoDiXRPipeline
 from tests.evaluate.conftest import TEST_STUDIES
 
@@ -24,8 +24,9 @@ HEADERS = ("## CoDiXR evaluation report", "### Table II — FID", "### Table III
 
 
 def evaluate(model: Path, data: Path, out: Path, settings: str, *extra: str) -> dict:
+    following = [] if "--following" in extra else ["--following", "off"]  # tested on its own below
     argv = ["--model", str(model), "--data", str(data), "--out", str(out), "--settings", settings,
-            "--n", "2", "--steps", "2", "--threads", "1", "--no-progress", *extra]
+            "--n", "2", "--steps", "2", "--threads", "1", "--no-progress", *following, *extra]
     assert main(argv) == 0
     return json.loads((out / "results.json").read_text(encoding="utf-8"))
 
@@ -79,6 +80,23 @@ def test_selection_is_a_fixed_prefix_and_respects_inputs(mimic_root):
 
 
 # ------------------------------------------------------------------------------------------ end to end
+
+
+def test_following_tables_only(tiny_model, mimic_root, tmp_path):
+    """--following only: the 'does the output follow its input' tables, without Tables II-V."""
+    results = evaluate(tiny_model, mimic_root, tmp_path / "follow", "T->F", "--following", "only",
+                       "--n-following", "4")
+    block = results["following"]
+    ae = block["text_autoencoder"]
+    assert ae["impressions"] > 0 and 0 <= ae["exact_reconstruction"] <= 1 and ae["prior_samples"] == 64
+    labels = block["labels_to_report"]
+    assert set(labels["labels"]) == set(CONDITION_LABELS) and 1 <= labels["distinct_at_one_seed"] <= 11
+    assert set(block["conditioning_gap"]) >= {"report"}
+    for row in block["conditioning_gap"]["report"]["rows"]:
+        assert row["null_gap"] >= 0 and row["swap_gap"] >= 0
+    assert "report" in block["guidance_scales"]
+    md = (tmp_path / "follow" / "results.md").read_text(encoding="utf-8")
+    assert "Does the output follow its input?" in md and "labels→R" in md and "Conditioning gap" in md
 
 
 def test_end_to_end_on_mimic_layout_then_resumes_without_generating(tiny_model, mimic_root, tmp_path, count_calls):

@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.pipeline [--model PATH] [--repeats 3] [--threads 1] [--json out.json]
 
 Three requests, each generating every modality that is not its input (the issue's target is <= 3 s each):
-labels -> frontal + lateral + report, frontal -> lateral + report, report -> frontal + lateral. Each is run
-once to warm up, then ``--repeats`` times; the table gives the median, min and max wall time.
+labels -> frontal + lateral + report, frontal -> lateral + report, report -> frontal + lateral; and the report
+flow alone (labels -> report, F -> report), which is what the report adds to a request. Each is run once to
+warm up, then ``--repeats`` times; the table gives the median, min and max wall time.
 
 The model is ``--model``, else ``$CODIXR_MODEL`` or the bundled ``assets/codixr-default``. When no package
 exists yet, the benchmark builds the ``small`` architecture (the bundled default's size) with random weights
@@ -80,11 +81,13 @@ def frontal_input(size: int) -> Any:
 
 
 def requests(pipe: Any) -> list[tuple[str, dict[str, Any]]]:
-    """(name, pipeline arguments) of the three benchmarked requests."""
+    """(name, pipeline arguments) of the benchmarked requests."""
     return [
         ("labels -> F+L+R", {"labels": LABELS, "outputs": ["frontal", "lateral", "report"]}),
         ("F -> L+R", {"frontal": frontal_input(pipe.image_size), "outputs": ["lateral", "report"]}),
         ("R -> F+L", {"report": REPORT, "outputs": ["frontal", "lateral"]}),
+        ("labels -> R", {"labels": LABELS, "outputs": ["report"]}),
+        ("F -> R", {"frontal": frontal_input(pipe.image_size), "outputs": ["report"]}),
     ]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -178,12 +179,35 @@ def speed_table(b: dict) -> list[str]:
     return lines
 
 
+def copy_plots(plots: Path, out: Path, budget_bytes: float, card_reserve: float = 150e3) -> list[str]:
+    """Copy the evaluation's plots next to the card, charts first, then image grids in name order, while the
+    package stays within ``budget_bytes`` (``card_reserve`` kept for the card). Returns the names left out."""
+    if not plots.is_dir():
+        return []
+    used = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) + card_reserve
+    files = sorted(plots.glob("*.png"), key=lambda f: (f.name.startswith("grid_"), f.name))
+    omitted = []
+    (out / "plots").mkdir(exist_ok=True)
+    for f in files:
+        if used + f.stat().st_size > budget_bytes:
+            omitted.append(f.name)
+            continue
+        shutil.copy2(f, out / "plots" / f.name)
+        used += f.stat().st_size
+    if omitted:
+        logger.warning("left %d plot(s) out of the package to stay within %.1f MB: %s", len(omitted), budget_bytes / 1e6,
+                       ", ".join(omitted))
+    return omitted
+
+
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="small")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--out", default=None, help="default: assets/codixr-default for small, else <run>/package")
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    parser.add_argument("--max-mb", type=float, default=60.0,
+                        help="size budget of the package; evaluation plots that would exceed it are left out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = load_config(args.config)
@@ -193,9 +217,13 @@ def main(argv=None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     pipe.to(getattr(torch, args.dtype)).save_pretrained(out)
-    if (root / "evaluation" / "plots").is_dir():
-        shutil.copytree(root / "evaluation" / "plots", out / "plots")
-    (out / "README.md").write_text(model_card(config, root, out), encoding="utf-8")
+    omitted = copy_plots(root / "evaluation" / "plots", out, args.max_mb * 1e6)
+    card = model_card(config, root, out)
+    for name in omitted:  # a plot left out for the size budget: say where it is instead of a broken link
+        card = re.sub(r"!\[([^\]]*)\]\(plots/" + re.escape(name) + r"\)",
+                      rf"(plot `{name}` not shipped, to keep the package under {args.max_mb:g} MB: "
+                      rf"see the run's evaluation/plots)", card)
+    (out / "README.md").write_text(card, encoding="utf-8")
     logger.info("model package written to %s", out)
     return out
 

@@ -180,12 +180,14 @@ def speed_table(b: dict) -> list[str]:
 
 
 def copy_plots(plots: Path, out: Path, budget_bytes: float, card_reserve: float = 150e3) -> list[str]:
-    """Copy the evaluation's plots next to the card, charts first, then image grids in name order, while the
+    """Copy the evaluation's plots next to the card, charts first, then T->X image grids, then the rest, while the
     package stays within ``budget_bytes`` (``card_reserve`` kept for the card). Returns the names left out."""
     if not plots.is_dir():
         return []
     used = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) + card_reserve
-    files = sorted(plots.glob("*.png"), key=lambda f: (f.name.startswith("grid_"), f.name))
+    # charts, then the text-to-image grids (the paper's main settings), then the rest
+    files = sorted(plots.glob("*.png"), key=lambda f: (f.name.startswith("grid_"), not f.name.startswith("grid_T-"),
+                                                        f.name))
     omitted = []
     (out / "plots").mkdir(exist_ok=True)
     for f in files:

@@ -30,10 +30,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.load import wait_until_up  # one way of waiting for the app to answer
+
 logger = logging.getLogger("bench.upload_memory")
 
 REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 600
 LIMIT_GB = 3.0  # what the issue asks: four parallel 100-MP uploads keep the app under 3 GB
 
 
@@ -93,19 +94,6 @@ def preview(url: str, server_path: str, results: list, index: int) -> None:
                     outcome = event if event == "error" else "read and shown"
                 break
     results[index] = (time.perf_counter() - started, outcome)
-
-
-def wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the app exited while starting:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "config", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"the app did not answer within {START_TIMEOUT_S} s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ from codixr.errors import (
 )
 from codixr.modality import CONDITION_LABELS, Modality, parse_labels
 from codixr.models.conditioning import ConditionAdapter, Conditioning, condition_flow
+from codixr.models.text_vae import decode_reports
 
 # The component classes a model package names in model_index.json; diffusers only loads from modules
 # that are already imported.
@@ -442,11 +443,12 @@ class CoDiXRPipeline(DiffusionPipeline):
         total = sum(weights.get(k, 1.0) for k in embeddings)
         cond = sum(weights.get(k, 1.0) * e for k, e in embeddings.items()) / total
         cond = F.normalize(cond, dim=-1)  # (B, d)
-        given_scales = guidance_scale if isinstance(guidance_scale, dict) else {}
-        given_scales = {Modality.parse(k): float(v) for k, v in given_scales.items()}
-        scales = {m: given_scales.get(m, guidance_scale if isinstance(guidance_scale, (int, float))
-                                      else self.default_guidance_scale(m)) for m in wanted}
-        scales = {m: float(v) for m, v in scales.items()}
+        if isinstance(guidance_scale, dict):  # per output; the others keep their validated default
+            given = {Modality.parse(k): float(v) for k, v in guidance_scale.items()}
+            scales = {m: given.get(m, self.default_guidance_scale(m)) for m in wanted}
+        else:
+            scales = {m: self.default_guidance_scale(m) if guidance_scale is None else float(guidance_scale)
+                      for m in wanted}
         conditions = {m: condition_flow(self.condition_adapter(m), cond, guidance=scales[m] > 1.0) for m in wanted}
 
         # 3. Prepare timesteps (one scheduler per flow; they step in lock-step)
@@ -492,8 +494,7 @@ class CoDiXRPipeline(DiffusionPipeline):
         result: dict[str, Any] = {}
         for m in wanted:
             if m is Modality.REPORT:
-                ids = self.text_vae.decode_latents(latents[m])
-                texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+                texts = decode_reports(self.text_vae, self.tokenizer, latents[m])
                 result[m.value] = texts if is_batched else texts[0]
             else:
                 images = self.decode_image_latents(latents[m])

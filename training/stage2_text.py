@@ -30,7 +30,7 @@ from codixr.models.conditioning import condition_flow, drop_mask
 from codixr.models.configs import SD_SCHEDULER, build_condition_adapter, get_config
 from codixr.models.objectives import diffusion_loss, text_vae_loss
 from codixr.models.text_unet import TextUNet
-from codixr.models.text_vae import OptimusTextVAE
+from codixr.models.text_vae import OptimusTextVAE, decode_reports
 from codixr.pipeline import denoise_latents
 from training.common import StageContext, load_done, prepare_stage, train_stage
 from training.conditions import (
@@ -75,22 +75,12 @@ def length_windows(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def decode_texts(text_vae, tokenizer, latents: torch.Tensor) -> list[str]:
-    ids = text_vae.decode_latents(latents)
-    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
-
-
-@torch.no_grad()
 def reconstruct(text_vae, tokenizer, texts: list[str], batch: int = 64) -> list[str]:
     out = []
     for i in range(0, len(texts), batch):
         enc = tokenize_for_vae(tokenizer, texts[i:i + batch], text_vae.config.max_length)
-        out += decode_texts(text_vae, tokenizer, text_vae.encode_latents(enc["input_ids"], enc["attention_mask"]))
+        out += decode_reports(text_vae, tokenizer, text_vae.encode_latents(enc["input_ids"], enc["attention_mask"]))
     return out
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.lower().replace(".", " . ").replace(",", " , ").split())
 
 
 def run_vae(ctx: StageContext) -> dict:
@@ -160,7 +150,7 @@ def sample_reports(text_unet, adapter, text_vae, tokenizer, conditions, steps: i
     cond = condition_flow(adapter, conditions, guidance=guidance > 1)
     z = denoise_latents({"r": text_unet}, {"r": z * scheduler.init_noise_sigma}, {"r": cond}, {"r": scheduler},
                         guidance)["r"]
-    return decode_texts(text_vae, tokenizer, z)
+    return decode_reports(text_vae, tokenizer, z)
 
 
 def bridge_matches(data, items, impression_labels, impression_normal) -> tuple[list, list[np.ndarray]]:

@@ -71,6 +71,7 @@ def text_autoencoder_table(text_vae, tokenizer, texts: Sequence[str], n_prior: i
     * ``n_prior`` samples z ~ N(0, I) of the VAE's prior, decoded: how many distinct impressions they give.
     """
     from codixr.metrics.text import bleu_scores
+    from codixr.models.text_vae import decode_reports
 
     texts = list(texts)
     if not texts:
@@ -83,14 +84,12 @@ def text_autoencoder_table(text_vae, tokenizer, texts: Sequence[str], n_prior: i
         mean, logvar = text_vae.encode(enc["input_ids"], enc["attention_mask"])
         means.append(mean.float().cpu())
         logvars.append(logvar.float().cpu())
-        ids = text_vae.decode_latents(mean * text_vae.config.scaling_factor)
-        recon += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        recon += decode_reports(text_vae, tokenizer, mean * text_vae.config.scaling_factor)
     mean, logvar = torch.cat(means), torch.cat(logvars)
     active = int((mean.var(dim=0) > logvar.exp().mean(dim=0)).sum())
     eigen = torch.linalg.eigvalsh(torch.cov(mean.T.double())).clamp(min=0)
     z = torch.randn((n_prior, text_vae.config.latent_dim), generator=torch.Generator().manual_seed(seed))
-    ids = text_vae.decode_latents((z * text_vae.config.scaling_factor).to(text_vae.device))
-    prior = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    prior = decode_reports(text_vae, tokenizer, (z * text_vae.config.scaling_factor).to(text_vae.device))
     return {"impressions": len(texts),
             "exact_reconstruction": float(np.mean([normalise_text(a) == normalise_text(b)
                                                    for a, b in zip(texts, recon)])),

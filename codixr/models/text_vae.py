@@ -124,15 +124,18 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
             tokens = tokens + self.to_embedding(z)[:, None]
         return tokens
 
-    def decoder_logits(self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits for ``input_ids`` (starting with [CLS]) given z; (B, T, vocab)."""
+    def decoder_hidden(self, z: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Decoder hidden states at the token positions (B, T, n_embd), after z's prefix, for input embeddings
+        ``tokens`` (from ``token_embeddings``) whose first token is [CLS]."""
         prefix = self.prefix(z)
-        tokens = self.token_embeddings(input_ids, z)
         embeds = torch.cat([prefix, tokens], dim=1)
         mask = torch.cat([torch.ones(prefix.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device),
                           attention_mask], dim=1)
-        logits = self.decoder(inputs_embeds=embeds, attention_mask=mask).logits
-        return logits[:, prefix.shape[1]:]
+        return self.decoder.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, prefix.shape[1]:]
+
+    def decoder_logits(self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits for ``input_ids`` (starting with [CLS]) given z; (B, T, vocab)."""
+        return self.decoder.lm_head(self.decoder_hidden(z, self.token_embeddings(input_ids, z), attention_mask))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, beta: float = 1.0,
                 free_bits: float = 0.0, generator: torch.Generator | None = None,
@@ -148,20 +151,15 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
         mean, logvar = self.encode(input_ids, attention_mask)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + torch.exp(0.5 * logvar) * eps
-        prefix = self.prefix(z)
         tokens = self.token_embeddings(input_ids, z)
         if word_dropout > 0:
             drop = torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < word_dropout
             drop[:, 0] = False  # keep [CLS]
             blank = self.to_embedding(z)[:, None] if self.to_embedding is not None else torch.zeros_like(tokens)
             tokens = torch.where(drop[..., None], blank.expand_as(tokens), tokens)
-        embeds = torch.cat([prefix, tokens], dim=1)
-        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device),
-                          attention_mask], dim=1)
-        hidden = self.decoder.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        # predict token t+1 from tokens <= t (the prefix and [CLS] predict the first word). The
-        # vocabulary projection runs only where there is a token to predict (padding is most of a batch).
-        hidden = hidden[:, prefix.shape[1]:-1]
+        # predict token t+1 from tokens <= t (the prefix and [CLS] predict the first word). The vocabulary
+        # projection runs only where there is a token to predict (padding is most of a batch).
+        hidden = self.decoder_hidden(z, tokens, attention_mask)[:, :-1]
         targets = input_ids[:, 1:]
         valid = attention_mask[:, 1:] == 1
         token_ce = F.cross_entropy(self.decoder.lm_head(hidden[valid]), targets[valid], reduction="none")
@@ -234,3 +232,10 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
         model.encoder.load_state_dict(bert.state_dict(), strict=False)
         model.decoder.load_state_dict(gpt2.state_dict(), strict=False)
         return model
+
+
+@torch.no_grad()
+def decode_reports(text_vae: OptimusTextVAE, tokenizer, latents: torch.Tensor, **decode_kwargs) -> list[str]:
+    """Scaled report latents -> impressions as text (``decode_latents``, then the tokenizer, special tokens off)."""
+    ids = text_vae.decode_latents(latents, **decode_kwargs)
+    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]

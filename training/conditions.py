@@ -111,14 +111,20 @@ class ReportConditionSampler:
 
     * ``text``: P_R of the impression itself (the paper's G_R condition);
     * ``labels``: the label encoder on a random non-empty subset of the findings the project labeler reads in the
-      impression (No Finding for normal ones), so that a single-label request asks for impressions naming it;
+      impression (No Finding for normal ones), so that a single-label request asks for impressions naming it.
+      The label comes first, uniformly over the labels some impression names, then an impression naming it, and
+      the subset always keeps that label: rare findings (Consolidation, Pneumothorax, Enlarged
+      Cardiomediastinum have 13-15 training impressions each) are asked for as often as common ones;
     * ``image``: P_X of a real training radiograph paired with a random real impression whose labels match the
       image's (``impression_matches``): the route from X-rays to impressions when no image has its own report.
+      Images with a finding and images without one are drawn equally often (``image_groups``; most
+      bridged images have none), so that opacity on a radiograph is paired with opacity impressions as often
+      as a clear film with clear ones.
     """
 
     def __init__(self, text: torch.Tensor, impression_labels: list[frozenset[str]], impression_normal: np.ndarray,
                  image_embeddings: torch.Tensor | None, image_matches: list[np.ndarray] | None, prompt_encoder,
-                 weights: dict[str, float]):
+                 weights: dict[str, float], image_groups: np.ndarray | None = None):
         from codixr.modality import CONDITION_LABELS, NO_FINDING
 
         self.text, self.prompt_encoder = text, prompt_encoder
@@ -126,7 +132,16 @@ class ReportConditionSampler:
                            zip(impression_labels, impression_normal)]
         self.labelled = np.flatnonzero([bool(s) for s in self.label_sets])
         self.label_index = {name: i for i, name in enumerate(CONDITION_LABELS)}
+        # label -> the impressions naming it (the labels kind picks a label first)
+        naming = {name: np.array([i for i, names in enumerate(self.label_sets) if name in names])
+                  for name in CONDITION_LABELS}
+        self.naming = {name: rows for name, rows in naming.items() if len(rows)}
+        self.named_labels = sorted(self.naming, key=CONDITION_LABELS.index)
         self.images, self.matches = image_embeddings, image_matches
+        # image kind: a group first (uniformly), then an image of it
+        groups = np.zeros(0 if image_embeddings is None else len(image_embeddings), dtype=int) \
+            if image_groups is None else np.asarray(image_groups)
+        self.image_groups = [np.flatnonzero(groups == g) for g in np.unique(groups)]
         kinds = {"text": True, "labels": len(self.labelled) > 0,
                  "image": image_embeddings is not None and len(image_embeddings) > 0}
         self.kinds = [k for k in ("text", "labels", "image") if kinds[k] and weights.get(k, 0) > 0]
@@ -145,10 +160,12 @@ class ReportConditionSampler:
                 rows.append(i)
                 conds.append(self.text[i])
             elif kind == "labels":
-                i = int(self.labelled[int(torch.randint(len(self.labelled), (1,), generator=generator))])
+                label = self.named_labels[int(torch.randint(len(self.named_labels), (1,), generator=generator))]
+                pool = self.naming[label]
+                i = int(pool[int(torch.randint(len(pool), (1,), generator=generator))])
                 names_i = self.label_sets[i]
                 keep = torch.rand(len(names_i), generator=generator) < 0.5
-                keep[int(torch.randint(len(names_i), (1,), generator=generator))] = True
+                keep[names_i.index(label)] = True
                 hot = torch.zeros(len(self.label_index))
                 for name, flag in zip(names_i, keep.tolist()):
                     if flag:
@@ -157,7 +174,8 @@ class ReportConditionSampler:
                 conds.append(None)
                 multi_hot.append((len(conds) - 1, hot))
             else:
-                j = int(torch.randint(len(self.images), (1,), generator=generator))
+                group = self.image_groups[int(torch.randint(len(self.image_groups), (1,), generator=generator))]
+                j = int(group[int(torch.randint(len(group), (1,), generator=generator))])
                 match = self.matches[j]
                 rows.append(int(match[int(torch.randint(len(match), (1,), generator=generator))]))
                 conds.append(self.images[j])

@@ -17,6 +17,7 @@ numbers in DONE.json.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -89,8 +90,19 @@ def run_vae(ctx: StageContext) -> dict:
     cfg = get_config(config["model"])["text_vae"]
     if spec.extra.get("latent_noise") is not None:
         cfg["latent_noise"] = float(spec.extra["latent_noise"])
-    text_vae = OptimusTextVAE(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                              bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **cfg)
+    init = ctx.args.init or spec.extra.get("init")
+    if init:  # continue a finished text VAE (a package, a run's final/ or a text_vae folder) with this recipe
+        init_dir = next((d for d in (Path(init) / "final" / "text_vae", Path(init) / "text_vae") if d.is_dir()),
+                        Path(init))
+        text_vae = OptimusTextVAE.from_pretrained(init_dir, torch_dtype=torch.float32)
+        if text_vae.config.vocab_size != len(tokenizer):
+            raise SystemExit(f"{init_dir} was trained with a {text_vae.config.vocab_size}-token vocabulary, the run's "
+                             f"tokenizer has {len(tokenizer)}: import stage1_align from the same package first.")
+        text_vae.register_to_config(latent_noise=cfg.get("latent_noise", text_vae.config.latent_noise))
+        logger.info("%s: continuing the text VAE of %s", stage, init_dir)
+    else:
+        text_vae = OptimusTextVAE(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                  bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **cfg)
     texts = [s.impression for s in data.report_items("train")]
     val = [s.impression for s in data.report_items("validate")][:500]
     module = TextVAEModule(text_vae, tokenizer, texts, float(spec.extra.get("beta", 0.5)),
@@ -114,12 +126,15 @@ def run_vae(ctx: StageContext) -> dict:
         enc = tokenize_for_vae(tokenizer, texts[:2048], cfg["max_length"])
         with torch.no_grad():
             mean, _ = tv.encode(enc["input_ids"], enc["attention_mask"])
-        tv.register_to_config(scaling_factor=float(1.0 / mean.std()))
+        tv.register_to_config(scaling_factor=float(1.0 / mean.std()),
+                              no_repeat_ngram_size=int(spec.extra.get("no_repeat_ngram_size", 0)))
         tv.save_pretrained(final / "text_vae")
         table = text_autoencoder_table(tv.eval(), tokenizer, val)
         info["validation"] = {k: v for k, v in table.items() if not k.endswith("examples")}
 
-    info: dict = {"train_impressions": len(texts)}
+    info: dict = {"train_impressions": len(texts), "init_from": str(init) if init else None}
+    if init and (Path(init) / "DONE.json").is_file():  # the training behind the weights it continues
+        info["continued"] = json.loads((Path(init) / "DONE.json").read_text())
     return train_stage(spec, root / stage, module, len(texts), batch_fn, save_fn, sample_fn, info)
 
 
@@ -246,7 +261,10 @@ def run_unet(ctx: StageContext) -> dict:
     items, matches = bridge_matches(data, items, impression_labels, impression_normal)
     h_images = embed_images(pe, lambda idx: data.images(items, list(idx)), len(items)) if items else None
     weights = {k: float(spec.extra.get(f"{k}_weight", w)) for k, w in (("text", 0.2), ("labels", 0.3), ("image", 0.5))}
-    sampler = ReportConditionSampler(h_text, impression_labels, impression_normal, h_images, matches, pe, weights)
+    by_id = {s.study_id: s for s in data.studies}
+    groups = np.array([bool(positive_set(by_id[it.study_id].labels)) for it in items], dtype=int)  # finding or not
+    sampler = ReportConditionSampler(h_text, impression_labels, impression_normal, h_images, matches, pe, weights,
+                                     image_groups=groups if spec.extra.get("balance_images", True) else None)
     logger.info("%s: %d impressions, %d images bridged by labels, condition kinds %s", stage, len(texts), len(items),
                 dict(zip(sampler.kinds, sampler.probs.tolist())))
     text_unet = TextUNet(**model_cfg["text_unet"])
@@ -281,13 +299,18 @@ def run_unet(ctx: StageContext) -> dict:
     info = {"train_impressions": len(texts), "bridged_images": len(items),
             "bridged_images_by_source": {src: sum(it.source == src for it in items) for src in
                                          sorted({it.source for it in items})},
+            "bridged_images_with_a_finding": int(groups.sum()),
+            "impressions_per_label": {name: len(rows) for name, rows in sampler.naming.items()},
             "condition_weights": dict(zip(sampler.kinds, [round(p, 3) for p in sampler.probs.tolist()]))}
     return train_stage(spec, root / stage, module, len(texts), batch_fn, save_fn, sample_fn, info)
 
 
 def main(argv=None) -> dict:
-    ctx = prepare_stage(__doc__, lambda a: f"stage2_text_{a.part}",
-                        lambda p: p.add_argument("--part", choices=("vae", "unet"), required=True), argv)
+    def extra(parser):
+        parser.add_argument("--part", choices=("vae", "unet"), required=True)
+        parser.add_argument("--init", default=None, help="vae: continue this text VAE (package or folder)")
+
+    ctx = prepare_stage(__doc__, lambda a: f"stage2_text_{a.part}", extra, argv)
     return (run_vae if ctx.args.part == "vae" else run_unet)(ctx)
 
 

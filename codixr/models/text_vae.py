@@ -61,6 +61,8 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
         latent_noise: when set, q(z | report) has this fixed standard deviation around a learned mean (a
             "deterministic latent with fixed noise"): z carries the sentence from the first step on, and the KL to
             N(0, I) reduces to a pull of the means towards 0. None: the variance is learned too (Optimus).
+        no_repeat_ngram_size: decoding never repeats an n-gram of this size within an impression (transformers'
+            ``NoRepeatNGramLogitsProcessor``); 0 turns it off. Chosen on validation reconstructions.
     """
 
     @register_to_config
@@ -80,6 +82,7 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
         pooling: str = "cls",
         reconstruction: str = "mean",
         latent_noise: float | None = None,
+        no_repeat_ngram_size: int = 0,
     ):
         super().__init__()
         enc = dict(encoder_config or {})
@@ -180,13 +183,16 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, max_new_tokens: int | None = None, do_sample: bool = False,
                        temperature: float = 1.0, top_p: float = 0.9,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None,
+                       no_repeat_ngram_size: int | None = None,
+                       placeholder_token_id: int | None = None) -> torch.Tensor:
         """Scaled diffusion latents -> token ids, [CLS] first and [PAD] after each impression's [SEP].
 
         Greedy by default (deterministic); ``do_sample`` draws each token from the nucleus (``top_p``) of the
         tempered distribution, with ``generator`` for repeatable draws. z enters every step (prefix memory and,
         with ``inject_embeddings``, the embedding of each new token), which ``GPT2LMHeadModel.generate`` cannot
-        express, so the loop runs here on the decoder's key/value cache.
+        express, so the loop runs here on the decoder's key/value cache. ``no_repeat_ngram_size`` (default: the
+        config's) blocks repeated n-grams except runs of ``placeholder_token_id`` up to three (``RepeatBlocker``).
         """
         z = (latents / self.config.scaling_factor).to(self.dtype)
         batch, device = z.shape[0], z.device
@@ -195,10 +201,14 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
         embeds = torch.cat([self.prefix(z), self.token_embeddings(bos, z)], dim=1)
         tokens, finished, past = [bos], torch.zeros(batch, dtype=torch.bool, device=device), None
         length = embeds.shape[1]
+        n = no_repeat_ngram_size if no_repeat_ngram_size is not None else cfg.get("no_repeat_ngram_size", 0)
+        block_repeats = RepeatBlocker(int(n), placeholder_token_id) if n else None
         for _ in range(max_new_tokens or cfg.max_length):
             out = self.decoder(inputs_embeds=embeds, cache=past, use_cache=True,
                                attention_mask=torch.ones((batch, length), dtype=torch.long, device=device))
             past, logits = out.cache, out.logits[:, -1].float()
+            if block_repeats is not None:
+                logits = block_repeats(torch.cat(tokens, dim=1), logits)
             if do_sample:
                 probs = torch.softmax(logits / max(temperature, 1e-4), dim=-1)
                 sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -234,8 +244,40 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
         return model
 
 
+PLACEHOLDER = "_"  # IU's de-identification mark "___" is three of these tokens
+
+
+class RepeatBlocker:
+    """No n-gram twice in an impression (as transformers' ``NoRepeatNGramLogitsProcessor``), except around the
+    de-identification placeholder: IU writes "___" (three "_" tokens) wherever a word was removed, so n-grams
+    that contain it may recur ("No ___ of effusion. No ___ of pneumothorax."), but never as a run of more than
+    three."""
+
+    def __init__(self, ngram_size: int, placeholder_id: int | None = None, placeholder_run: int = 3):
+        self.n, self.placeholder_id, self.run = ngram_size, placeholder_id, placeholder_run
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        n, p = self.n, self.placeholder_id
+        if input_ids.shape[1] + 1 < n:
+            return scores
+        scores = scores.clone()
+        for row, ids in enumerate(input_ids.tolist()):
+            prefix = tuple(ids[len(ids) - n + 1:]) if n > 1 else ()
+            if p is not None and len(ids) >= self.run and all(t == p for t in ids[-self.run:]):
+                scores[row, p] = -float("inf")
+            if p is not None and p in prefix:
+                continue
+            banned = {ids[i + n - 1] for i in range(len(ids) - n + 1) if tuple(ids[i:i + n - 1]) == prefix}
+            banned.discard(p)
+            if banned:
+                scores[row, list(banned)] = -float("inf")
+        return scores
+
+
 @torch.no_grad()
 def decode_reports(text_vae: OptimusTextVAE, tokenizer, latents: torch.Tensor, **decode_kwargs) -> list[str]:
     """Scaled report latents -> impressions as text (``decode_latents``, then the tokenizer, special tokens off)."""
+    placeholder = tokenizer.convert_tokens_to_ids(PLACEHOLDER) if PLACEHOLDER in tokenizer.get_vocab() else None
+    decode_kwargs.setdefault("placeholder_token_id", placeholder)
     ids = text_vae.decode_latents(latents, **decode_kwargs)
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -68,3 +68,21 @@ def test_sampler_draws_each_kind_with_matching_pairs():
             named = {CONDITION_LABELS[i] for i in np.flatnonzero(hot.numpy())}
             assert named == ({"No Finding"} if row == 1 else set(labels[row]))
     assert abs(kinds.count("image") / 400 - 0.5) < 0.1
+
+
+def test_sampler_asks_for_rare_labels_as_often_as_common_ones_and_balances_images():
+    text = torch.randn(41, 11)
+    labels = [frozenset({"Pneumonia"})] * 38 + [frozenset({"Pneumothorax"})] * 2 + [frozenset()]
+    normal = np.array([False] * 40 + [True])
+    images = torch.randn(10, 11)
+    matches = [np.array([0])] + [np.array([40])] * 9  # one image with a finding, nine without
+    groups = np.array([1] + [0] * 9)
+    sampler = ReportConditionSampler(text, labels, normal, images, matches, _LabelEncoder(),
+                                     {"labels": 0.5, "image": 0.5}, image_groups=groups)
+    rows, conds, kinds = sampler.draw(1200, torch.Generator().manual_seed(1))
+    rows = rows.numpy()
+    label_rows = rows[[k == "labels" for k in kinds]]
+    share = {name: np.mean([labels[r] == frozenset({name}) for r in label_rows]) for name in ("Pneumonia", "Pneumothorax")}
+    assert abs(share["Pneumothorax"] - 1 / 3) < 0.06 and abs(share["Pneumonia"] - 1 / 3) < 0.06  # 3 labels named
+    image_rows = rows[[k == "image" for k in kinds]]
+    assert abs(np.mean(image_rows == 0) - 0.5) < 0.06  # the one image with a finding: half the image draws

@@ -187,21 +187,27 @@ def bridge_matches(data, items, impression_labels, impression_normal) -> tuple[l
     return kept, matches
 
 
-def report_pipeline(root: Path, pe, tokenizer, text_vae, text_unet, adapter):
-    """A pipeline over the run's finished stages with this G_R, for choosing the guidance scale (None if the
-    image stages it needs are not trained yet)."""
+def report_pipeline(root: Path, pe, tokenizer, text_vae, text_unet, adapter, unet_config: dict):
+    """A pipeline over the run's finished stages with this G_R, for choosing the guidance scale.
+
+    Choosing it generates reports only (labels -> R, F -> R reads the frontal through P_X), so image UNets the
+    run has not trained yet (G_F and G_R may train side by side) stand in freshly initialised: they are never run.
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from codixr.pipeline import CoDiXRPipeline
 
-    needed = ("stage2_vae", "stage2_unet_frontal", "stage2_unet_lateral")
-    if not all((root / s / "DONE.json").is_file() for s in needed):
-        return None
+    def unet(view: str):
+        folder = root / f"stage2_unet_{view}"
+        if (folder / "DONE.json").is_file():
+            return UNet2DConditionModel.from_pretrained(folder / "final" / f"unet_{view}")
+        logger.info("G_%s not trained yet: an untrained stand-in fills the pipeline (report outputs only)", view[0].upper())
+        return UNet2DConditionModel(**unet_config)
+
+    vae = load_done(root / "stage2_vae", "Stage 2a (X-ray autoencoder)") / "vae"
     return CoDiXRPipeline(
         prompt_encoder=pe, tokenizer=tokenizer, text_vae=text_vae, text_unet=text_unet, condition_report=adapter,
-        vae=AutoencoderKL.from_pretrained(root / "stage2_vae" / "final" / "vae"),
-        unet_frontal=UNet2DConditionModel.from_pretrained(root / "stage2_unet_frontal" / "final" / "unet_frontal"),
-        unet_lateral=UNet2DConditionModel.from_pretrained(root / "stage2_unet_lateral" / "final" / "unet_lateral"),
+        vae=AutoencoderKL.from_pretrained(vae), unet_frontal=unet("frontal"), unet_lateral=unet("lateral"),
         scheduler=DDPMScheduler(**SD_SCHEDULER))
 
 
@@ -284,15 +290,12 @@ def run_unet(ctx: StageContext) -> dict:
     def save_fn(module, final: Path):
         unet, adapter = module.text_unet.eval(), module.adapter.eval()
         scales = [float(s) for s in spec.extra.get("guidance_scales", (1.0, 2.0, 3.0, 5.0, 7.5))]
-        pipe = report_pipeline(root, pe, tokenizer, text_vae, unet, adapter)
-        if pipe is not None and len(scales) > 1:
+        pipe = report_pipeline(root, pe, tokenizer, text_vae, unet, adapter, model_cfg["unet"])
+        if len(scales) > 1:
             best, table = choose_guidance(pipe, data, scales)
             adapter.register_to_config(guidance_scale=best)
             info["guidance_selection"] = table
             info["guidance_scale"] = best
-        else:
-            logger.warning("%s: guidance scale not chosen on validation (image stages missing); keeping %.1f", stage,
-                           adapter.config.guidance_scale)
         unet.save_pretrained(final / "text_unet")
         adapter.save_pretrained(final / "condition_report")
 

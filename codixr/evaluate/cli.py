@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--following", default="on", choices=("on", "off", "only"),
                    help="the 'does the output follow its input' tables (on by default; 'only' skips Tables II-V)")
     p.add_argument("--n-following", type=int, default=128, help="frontals for the F->R following table (default 128)")
+    p.add_argument("--n-image-following", type=int, default=16,
+                   help="images per set of the image following tables (labels->F, T->F, view checks; twice as many "
+                        "real frontals for the autoencoder); 0 skips them (default 16)")
+    p.add_argument("--n-fid-following", type=int, default=64,
+                   help="T->F images and real frontals per set for the Fréchet distance in the classifier's features (default 64)")
     return p
 
 
@@ -77,6 +82,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
                         ("--n-retrieval", args.n_retrieval), ("--n-real", args.n_real or 1)):
         if value < 1:
             raise InputError(f"{flag} must be at least 1; got {value}.")
+    if args.n_image_following < 0:
+        raise InputError(f"--n-image-following must be 0 (skip the image tables) or more; got {args.n_image_following}.")
+    if args.n_fid_following < 2:
+        raise InputError(f"--n-fid-following must be at least 2; got {args.n_fid_following}.")
 
 
 def load_model(model: str | None, device: str):
@@ -213,7 +222,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
         from codixr.evaluate.following import following_tables
 
         logger.info("does the output follow its input?")
-        results["following"] = following_tables(pipe, data, n_images=args.n_following)
+        results["following"] = following_tables(pipe, data, n_images=args.n_following,
+                                                n_image_sets=args.n_image_following, n_fid=args.n_fid_following,
+                                                out_dir=out)
 
     # 6. Plots
     results["plots"] = _plots(results, runs, references, bank, out)

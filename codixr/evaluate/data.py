@@ -79,7 +79,8 @@ class EvalData:
 
     ``studies``: image studies (with their text where any); ``texts``: report impressions with labels
     (for settings conditioned on text or labels only); ``train_impressions``: the training split's
-    impressions (for the text baselines); ``describe``: where each kind of ground truth comes from.
+    impressions (for the text baselines); ``train_studies``: the training split's image studies (for readers
+    fit on real training images, e.g. the view reader); ``describe``: where each kind of ground truth comes from.
     """
 
     kind: str
@@ -89,6 +90,7 @@ class EvalData:
     texts: list[EvalItem]
     train_impressions: list[str]
     describe: dict[str, str] = field(default_factory=dict)
+    train_studies: list[EvalItem] = field(default_factory=list)
 
 
 @dataclass
@@ -159,6 +161,7 @@ def load_eval_data(root: str | os.PathLike | None, kind: str = "auto", split: st
         data = EvalData(kind, str(root), split, stable_order(evaluation), [], [
             s.impression for s in studies if s.split == "train" and s.impression])
         data.texts = list(data.studies)
+        data.train_studies = stable_order([_item(s) for s in studies if s.split == "train"])
         data.describe = {
             "images": f"MIMIC-CXR {split} split (frontal and lateral of the same study)",
             "texts": f"MIMIC-CXR {split} impressions",
@@ -180,6 +183,7 @@ def load_eval_data(root: str | os.PathLike | None, kind: str = "auto", split: st
             stable_order([_item(s) for s in iu if s.split == text_split and s.impression]),
             [s.impression for s in iu if s.split == "train" and s.impression],
         )
+        data.train_studies = stable_order([_item(s) for s in studies if s.split == "train" and (s.frontal or s.lateral)])
         data.describe = {
             "images": f"{' + '.join(sets)} {split} split (covid-cxr: the only lateral views)",
             "texts": f"IU X-ray {text_split} impressions (no IU images here)",

@@ -13,7 +13,10 @@ seed give different outputs, and whether the outputs move in the direction of th
   RSNA lung opacity): how often the finding is asserted in each group, and how many distinct impressions
   different radiographs give at one shared seed;
 * ``conditioning_gap``: the relative difference between a flow's noise prediction with its condition and
-  with the null condition, as a function of the timestep.
+  with the null condition, as a function of the timestep (G_R, G_F and G_L; with or without a condition adapter).
+
+The image tables (autoencoder, labels→F, T→F, Fréchet distance in the findings classifier's features, view
+checks, grids) are in :mod:`codixr.evaluate.image_following`; ``following_tables`` runs both.
 """
 
 from __future__ import annotations
@@ -180,7 +183,7 @@ def conditioning_gap(pipe, modality: Modality, latents: torch.Tensor, conditions
         rows.append({"t": int(t),
                      "null_gap": float(((eps_cond - eps_null).flatten(1).norm(dim=1) / norm).mean()),
                      "swap_gap": float(((eps_cond - eps_swap).flatten(1).norm(dim=1) / norm).mean())})
-    return {"modality": modality.value, "n": int(latents.shape[0]), "rows": rows}
+    return {"modality": modality.value, "n": int(latents.shape[0]), "adapter": adapter is not None, "rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------- adapters
@@ -207,9 +210,13 @@ def pipeline_report_generator(pipe, guidance_scale: float | None = None, steps: 
 
 # ---------------------------------------------------------------------------------------------- all of them
 def following_tables(pipe, data, n_images: int = 128, seeds: Sequence[int] = tuple(range(8)),
-                     n_text: int = 384, n_gap: int = 64) -> dict[str, Any]:
-    """Every table above on an evaluation split (``codixr.evaluate.data.EvalData``); "n/a" with a reason where
-    the data lacks what a table needs."""
+                     n_text: int = 384, n_gap: int = 64, n_image_sets: int = 16, n_fid: int = 64,
+                     out_dir=None) -> dict[str, Any]:
+    """Every table above, and the image tables of ``codixr.evaluate.image_following`` (``n_image_sets`` images
+    per set, ``n_fid`` for the Fréchet distance; 0 skips them; grids under ``out_dir``), on an evaluation split
+    (``codixr.evaluate.data.EvalData``); "n/a" with a reason where the data lacks what a table needs."""
+    from codixr.evaluate.image_following import image_following_tables, image_latents_and_conditions
+
     out: dict[str, Any] = {}
     impressions = [it.impression for it in data.texts if it.impression][:n_text]
     out["text_autoencoder"] = (text_autoencoder_table(pipe.text_vae, pipe.tokenizer, impressions) if impressions
@@ -226,21 +233,27 @@ def following_tables(pipe, data, n_images: int = 128, seeds: Sequence[int] = tup
         out["frontal_to_report"]["sources"] = sorted({it.source for it in frontals})
     else:
         out["frontal_to_report"] = {"na": "no frontal images with and without lung opacity labels in this split"}
-    gaps = {}
+    gaps: dict[str, Any] = {}
     if impressions:
         with torch.no_grad():
             enc = pipe.tokenize(impressions[:n_gap])
             latents = pipe.text_vae.encode_latents(**{k: v[:, :pipe.text_vae.config.max_length] for k, v in enc.items()})
             conditions = pipe.prompt_encoder.encode_text(**enc).pooled
         gaps["report"] = conditioning_gap(pipe, Modality.REPORT, latents, conditions)
-    if frontals:
-        with torch.no_grad():
-            images = torch.stack([pipe._image_tensor(it.frontal) for it in frontals[:n_gap]]).to(pipe.device)
-            latents = pipe.vae.encode(images.to(pipe.vae.dtype) * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
-            conditions = pipe.prompt_encoder.encode_image(images.to(pipe.prompt_encoder.dtype)).pooled
-        gaps["frontal"] = conditioning_gap(pipe, Modality.FRONTAL, latents, conditions)
+    # G_F on the frontals above, G_L on the split's laterals; each conditioned on its own image's P_X
+    views = {Modality.FRONTAL: [it.frontal for it in frontals] or [it.frontal for it in data.studies if it.frontal],
+             Modality.LATERAL: [it.lateral for it in data.studies if it.lateral]}
+    for modality, paths in views.items():
+        if len(paths[:n_gap]) < 2:
+            gaps[modality.value] = {"na": f"needs at least 2 real validation {modality.value} images; have {len(paths)}"}
+            continue
+        gaps[modality.value] = conditioning_gap(pipe, modality, *image_latents_and_conditions(pipe, paths[:n_gap]))
     out["conditioning_gap"] = gaps
     out["guidance_scales"] = {m.value: pipe.default_guidance_scale(m) for m in Modality}
+    if n_image_sets > 0:
+        out["image"] = image_following_tables(pipe, data, n=n_image_sets, n_fid=n_fid, out_dir=out_dir)
+    else:
+        out["image"] = {"na": "not run (--n-image-following 0)"}
     return out
 
 
@@ -281,10 +294,18 @@ def following_markdown(block: dict[str, Any]) -> list[str]:
     elif "na" in xr:
         lines += [f"**F→R**: n/a ({xr['na']}).", ""]
     for name, gap in block.get("conditioning_gap", {}).items():
-        lines += [f"**Conditioning gap of the {name} flow** (n = {gap['n']}; relative difference of the noise "
-                  "prediction with the condition vs the null condition, and vs another sample's condition):", "",
+        if "na" in gap:
+            lines += [f"**Conditioning gap of the {name} flow**: n/a ({gap['na']}).", ""]
+            continue
+        adapter = ("its condition adapter (learned null)" if gap.get("adapter")
+                   else "no condition adapter (one pooled token, zero null)")
+        lines += [f"**Conditioning gap of the {name} flow** (n = {gap['n']}, {adapter}; relative difference of the "
+                  "noise prediction with the condition vs the null condition, and vs another sample's condition):", "",
                   "| t | " + " | ".join(str(r["t"]) for r in gap["rows"]) + " |",
                   "|---|" + "---:|" * len(gap["rows"]),
                   "| vs null | " + " | ".join(f"{r['null_gap']:.3f}" for r in gap["rows"]) + " |",
                   "| vs swapped | " + " | ".join(f"{r['swap_gap']:.3f}" for r in gap["rows"]) + " |", ""]
+    from codixr.evaluate.image_following import image_following_markdown
+
+    lines += image_following_markdown(block.get("image", {}))
     return lines

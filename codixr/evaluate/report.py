@@ -48,21 +48,33 @@ def write_json(results: dict[str, Any], path: str | os.PathLike) -> Path:
 def sample_grid(real: Sequence[np.ndarray], generated: Sequence[np.ndarray], titles: tuple[str, str],
                 path: str | os.PathLike) -> Path:
     """Two rows of (H, W) images in [0, 1], real above generated, each row with its title, as one PNG."""
+    return image_rows([(titles[0], real), (titles[1], generated)], path)
+
+
+def image_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], path: str | os.PathLike,
+               columns: int = GRID_COLUMNS, size: tuple[int, int] | None = None) -> Path:
+    """Rows of (H, W) images in [0, 1], each row under its title, as one greyscale PNG.
+
+    Every tile is resized to ``size`` (H, W); by default the size of the first image of the last row (the
+    generated images, when real ones are shown above them). At most ``columns`` images per row.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [list(real)[:GRID_COLUMNS], list(generated)[:GRID_COLUMNS]]
-    h, w = generated[0].shape
+    rows = [(title, list(images)[:columns]) for title, images in rows]
+    if size is None:
+        size = next(images[0].shape for _, images in reversed(rows) if images)
+    h, w = size
     band = 14
-    columns = max(len(r) for r in rows)
-    grid = PIL.Image.new("L", (max(columns * w, 8 * len(max(titles, key=len))), 2 * (h + band)), color=0)
+    width = max(max(len(images) for _, images in rows) * w, 8 * max(len(title) for title, _ in rows))
+    grid = PIL.Image.new("L", (width, len(rows) * (h + band)), color=0)
     draw = PIL.ImageDraw.Draw(grid)
-    for r, (row, title) in enumerate(zip(rows, titles)):
+    for r, (title, images) in enumerate(rows):
         y = r * (h + band)
         draw.text((2, y + 1), title, fill=255)
-        for i, img in enumerate(row):
+        for i, img in enumerate(images):
             tile = PIL.Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
             grid.paste(tile.resize((w, h)) if tile.size != (w, h) else tile, (i * w, y + band))
-    grid.save(path)
+    grid.save(path, optimize=True)
     return path
 
 

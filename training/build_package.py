@@ -42,7 +42,8 @@ DATA_AND_LICENCES = """\
 - **Images**: RSNA Pneumonia Detection Challenge (1,350 frontal radiographs, research and non-commercial use,
   cite RSNA/NIH); the COVID-19 image data collection (Cohen et al., 2020; frontal and the only lateral views,
   with clinical notes; per-image licences CC BY, CC BY-SA, CC BY-NC-SA, Apache 2.0 or unspecified, including
-  non-commercial share-alike parts); NIH ChestX-ray14 at 64 px (stage 1 only; public, Wang et al., 2017).
+  non-commercial share-alike parts); NIH ChestX-ray14 at 64 px (stage 1, G_R's image bridge and, flagged low
+  resolution, G_F; public, Wang et al., 2017).
 - **Reports**: Indiana University chest X-ray collection / OpenI impressions with their MeSH labels, as shipped
   inside torchxrayvision (CC BY-NC-ND 4.0).
 - Because of this mix, the weights are for **non-commercial research use**; derived outputs should carry the

@@ -3,7 +3,8 @@
 What is real and available here (``../shared/data/README.md``):
 
 * images: RSNA Pneumonia (1,350 frontal), COVID-19 collection (frontal + the only lateral views, with
-  clinical notes), NIH ChestX-ray14 at 64 px (frontal, used for stage 1 only: too coarse to generate);
+  clinical notes), NIH ChestX-ray14 at 64 px (frontal; G_F trains on it flagged low resolution, see
+  ``training.image_conditions``);
 * report impressions: IU/OpenI (3,921, with human MeSH labels), inside the torchxrayvision wheel.
 
 When a MIMIC-CXR folder is given (``data.mimic_root`` in the YAML or ``$CODIXR_MIMIC``), its triplets are

@@ -25,14 +25,17 @@ logger = logging.getLogger("training.import_package")
 STAGE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "stage1_align": ("prompt_encoder", "tokenizer"),
     "stage2_vae": ("vae",),
-    "stage2_unet_frontal": ("unet_frontal",),
-    "stage2_unet_lateral": ("unet_lateral",),
+    "stage2_unet_frontal": ("unet_frontal", "condition_frontal"),
+    "stage2_unet_lateral": ("unet_lateral", "condition_lateral"),
     "stage2_text_vae": ("text_vae",),
-    "stage2_text_unet": ("text_unet",),
+    "stage2_text_unet": ("text_unet", "condition_report"),
     "stage3_joint_FL": ("environment_frontal", "environment_lateral", "cross_attention_frontal",
                         "cross_attention_lateral"),
     "stage3_joint_FR": ("environment_report", "cross_attention_report"),
 }
+# Components a stage has only in packages made after its condition adapter existed (issues 12 and 13); a package
+# without them imports that stage without one, and the flow keeps the single-token convention.
+OPTIONAL_COMPONENTS = frozenset({"condition_frontal", "condition_lateral", "condition_report"})
 
 
 def card_rows(card: str) -> dict[str, dict]:
@@ -69,6 +72,9 @@ def import_stages(model: str | Path, run: str | Path, stages: list[str]) -> list
         final = folder / "final"
         for name in STAGE_COMPONENTS[stage]:
             component = getattr(pipe, name, None)
+            if component is None and name in OPTIONAL_COMPONENTS:
+                logger.info("%s: %s has no %s (made before it existed); imported without it", stage, model, name)
+                continue
             if component is None:
                 raise SystemExit(f"{model} has no {name} component, so {stage} cannot be imported from it.")
             component.save_pretrained(final / name)

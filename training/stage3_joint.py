@@ -7,7 +7,8 @@ Only the environment encoders V and the cross-attention QKV layers train; the UN
 encoders stay frozen. FL trains V_F, V_L, QKV_F, QKV_L on studies that have both views; FR then keeps all of
 G_F frozen (its V_F and QKV_F included, as in the paper) and trains V_R and QKV_R on images paired with a
 report text. Both flows of a sample share its timestep. The condition is the sample's labels or text
-embedding (the paper uses the report, P(I_R), for FL and the lateral view, P(I_L), for FR).
+embedding (the paper uses the report, P(I_R), for FL and the lateral view, P(I_L), for FR), read by each flow
+through its frozen condition adapter where it has one (G_F, G_L and G_R trained with ``ConditionAdapter``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler
 
 from codixr.models.conditioning import ConditionAdapter, condition_flow, drop_mask
 from codixr.models.configs import SD_SCHEDULER, build_joint_components, get_config
@@ -28,7 +29,7 @@ from codixr.models.text_vae import OptimusTextVAE
 from training.common import load_done, prepare_stage, train_stage
 from training.conditions import ConditionBank, embed_labels, embed_texts
 from training.stage2_text import tokenize_for_vae
-from training.stage2_unet import encode_latents, load_frozen
+from training.stage2_unet import encode_latents, load_frozen, load_image_flow
 
 logger = logging.getLogger("training.stage3")
 
@@ -69,13 +70,14 @@ def main(argv=None) -> dict:
     args, config, root, stage, spec, data = ctx.args, ctx.config, ctx.root, ctx.stage, ctx.spec, ctx.data
     pe, tokenizer, vae = load_frozen(root)
     model_cfg = get_config(config["model"])
-    unet_f = UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_frontal", "G_F") / "unet_frontal")
+    # G_F (and G_L) with their condition adapters where they have one (made before the adapter existed: none)
+    unet_f, adapter_f = load_image_flow(load_done(root / "stage2_unet_frontal", "G_F"), "frontal")
     frozen = {"frontal": unet_f}
-    adapters = {}
+    adapters = {"frontal": adapter_f}
     if args.pair == "FL":
         pairs = data.paired_views("train")
-        frozen["lateral"] = UNet2DConditionModel.from_pretrained(
-            load_done(root / "stage2_unet_lateral", "G_L") / "unet_lateral")
+        frozen["lateral"], adapters["lateral"] = load_image_flow(load_done(root / "stage2_unet_lateral", "G_L"),
+                                                                 "lateral")
         fronts, others = [p[0] for p in pairs], [p[1] for p in pairs]
         texts = [f.text for f in fronts]
     else:
@@ -88,6 +90,7 @@ def main(argv=None) -> dict:
         text_vae = OptimusTextVAE.from_pretrained(load_done(root / "stage2_text_vae", "text VAE") / "text_vae")
     if not fronts:
         raise RuntimeError(f"{stage}: no training pairs for {args.pair}")
+    adapters = {name: a.eval().requires_grad_(False) for name, a in adapters.items() if a is not None}
     for unet in frozen.values():
         unet.eval().requires_grad_(False)
     logger.info("%s: %d training pairs", stage, len(fronts))

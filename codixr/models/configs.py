@@ -20,7 +20,9 @@ SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012
 _OPTIMUS = dict(inject_embeddings=True, pooling="mean", reconstruction="sum")
 
 
-def _unet(blocks, layers, cross_dim, sample_size, latent_channels, head_dim, groups=32):
+def _unet(blocks, layers, cross_dim, sample_size, latent_channels, head_dim, condition_dim, groups=32):
+    """An image LDM's UNet: cross-attention to the condition tokens and the pooled condition (``condition_dim``,
+    the prompt encoders' projection width) added to the timestep embedding (``class_embed_type="projection"``)."""
     n = len(blocks)
     return dict(
         sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
@@ -28,6 +30,7 @@ def _unet(blocks, layers, cross_dim, sample_size, latent_channels, head_dim, gro
         down_block_types=["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"],
         up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1),
         attention_head_dim=head_dim, norm_num_groups=groups,
+        class_embed_type="projection", projection_class_embeddings_input_dim=condition_dim,
     )
 
 
@@ -51,7 +54,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
             text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
         ),
         vae=_vae((8, 16, 16), latent_channels=4, sample_size=64, groups=4),
-        unet=_unet((16, 32), 1, 32, sample_size=16, latent_channels=4, head_dim=2, groups=8),
+        unet=_unet((16, 32), 1, 32, sample_size=16, latent_channels=4, head_dim=2, condition_dim=32, groups=8),
         text_vae=dict(
             latent_dim=16, num_prefix_tokens=2, max_length=24, **_OPTIMUS,
             encoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
@@ -61,6 +64,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         text_unet=dict(latent_dim=16, block_out_channels=[16, 32], num_tokens=4, layers_per_block=1,
                        cross_attention_dim=32, attention_heads=2, norm_num_groups=4, condition_embedding_dim=32),
         condition_report=dict(num_tokens=2, hidden_dim=32),
+        condition_frontal=dict(num_tokens=2, hidden_dim=32, low_resolution_embedding=True),
+        condition_lateral=dict(num_tokens=2, hidden_dim=32, low_resolution_embedding=True),
         environment=dict(hidden_dim=16, num_tokens=2, dim_head=8),
         scheduler=SD_SCHEDULER,
     ),
@@ -75,7 +80,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
             text_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3),
         ),
         vae=_vae((32, 64, 96, 96, 96), latent_channels=8, sample_size=256, groups=16),
-        unet=_unet((40, 80, 160), 1, 256, sample_size=16, latent_channels=8, head_dim=8, groups=8),
+        unet=_unet((40, 80, 160), 1, 256, sample_size=16, latent_channels=8, head_dim=8, condition_dim=256, groups=8),
         text_vae=dict(
             latent_dim=128, num_prefix_tokens=4, max_length=64, **_OPTIMUS,
             encoder_config=dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=3, intermediate_size=768,
@@ -85,6 +90,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
         text_unet=dict(latent_dim=128, block_out_channels=[48, 96], num_tokens=4, layers_per_block=1,
                        cross_attention_dim=256, attention_heads=4, norm_num_groups=16, condition_embedding_dim=256),
         condition_report=dict(num_tokens=4, hidden_dim=512),
+        # image adapters: 2 tokens, hidden = projection width (the package's 60 MB budget; the pooled condition also
+        # reaches every block through the class embedding); NIH's 64-px rows are flagged low resolution
+        condition_frontal=dict(num_tokens=2, hidden_dim=256, low_resolution_embedding=True),
+        condition_lateral=dict(num_tokens=2, hidden_dim=256, low_resolution_embedding=True),
         environment=dict(hidden_dim=128, num_tokens=4, dim_head=32),
         scheduler=SD_SCHEDULER,
     ),
@@ -99,7 +108,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
             text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         ),
         vae=_vae((128, 256, 512, 512), latent_channels=4, sample_size=256, layers=2),
-        unet=_unet((320, 640, 1280, 1280), 2, 768, sample_size=32, latent_channels=4, head_dim=8),
+        unet=_unet((320, 640, 1280, 1280), 2, 768, sample_size=32, latent_channels=4, head_dim=8, condition_dim=768),
         text_vae=dict(
             latent_dim=768, num_prefix_tokens=4, max_length=77, **_OPTIMUS,
             encoder_config=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -109,6 +118,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         text_unet=dict(latent_dim=768, block_out_channels=[320, 640, 1280, 1280], num_tokens=4, layers_per_block=2,
                        cross_attention_dim=768, attention_heads=8, norm_num_groups=32, condition_embedding_dim=768),
         condition_report=dict(num_tokens=4, hidden_dim=1536),
+        condition_frontal=dict(num_tokens=4, hidden_dim=768, low_resolution_embedding=True),
+        condition_lateral=dict(num_tokens=4, hidden_dim=768, low_resolution_embedding=True),
         environment=dict(hidden_dim=512, num_tokens=4, dim_head=64),
         scheduler=SD_SCHEDULER,
     ),
@@ -158,8 +169,9 @@ def build_components(name_or_config: str | dict, tokenizer=None, vocab_size: int
         prompt_encoder=prompt_encoder, vae=vae, unet_frontal=unet_frontal, unet_lateral=unet_lateral,
         text_vae=text_vae, text_unet=text_unet, scheduler=DDPMScheduler(**cfg["scheduler"]), tokenizer=tokenizer,
     )
-    if "condition_report" in cfg:
-        components["condition_report"] = build_condition_adapter(cfg, "report")
+    for flow in ("frontal", "lateral", "report"):
+        if f"condition_{flow}" in cfg:
+            components[f"condition_{flow}"] = build_condition_adapter(cfg, flow)
     if with_joint:
         components.update(build_joint_components(components, cfg))
     return components

@@ -82,8 +82,10 @@ def test_untrained_qkv_layers_leave_a_unet_unchanged(tiny):
     env = torch.randn(1, 5, 32)
     comps["cross_attention_frontal"].attach(unet)
     with torch.no_grad():
-        plain = unet(z, 10, encoder_hidden_states=ctx).sample
-        with_env = unet(z, 10, encoder_hidden_states=ctx, cross_attention_kwargs={"environment": env}).sample
+        cls = torch.randn(1, 32)  # the pooled condition in the time embedding (class_embed_type="projection")
+        plain = unet(z, 10, encoder_hidden_states=ctx, class_labels=cls).sample
+        with_env = unet(z, 10, encoder_hidden_states=ctx, class_labels=cls,
+                        cross_attention_kwargs={"environment": env}).sample
     assert torch.equal(plain, with_env)  # zero-initialised output projections
 
 
@@ -113,6 +115,7 @@ def test_one_batch_overfit_every_stage(tiny):
     labels = torch.eye(4, 11)
     sched = comps["scheduler"]
     results = {}
+    drop_f = torch.tensor([False, False, False, True])
 
     def fixed(seed):  # the same noise and timesteps every step: a true one-batch overfit
         return torch.Generator().manual_seed(seed)
@@ -126,8 +129,13 @@ def test_one_batch_overfit_every_stage(tiny):
     with torch.no_grad():
         latents = vae.encode(images * 2 - 1).latent_dist.mean
         cond = pe.encode_text(ids, mask).pooled[:, None]
-    unet = comps["unet_frontal"].train()
-    results["stage 2b: G_F"] = _overfit(unet.parameters(), lambda: diffusion_loss(unet, sched, latents, cond, fixed(2)))
+    unet, image_adapter = comps["unet_frontal"].train(), comps["condition_frontal"].train()
+    low_res = torch.tensor([False, False, True, False])  # one row flagged low resolution (an NIH image)
+    results["stage 2b: G_F"] = _overfit(
+        [*unet.parameters(), *image_adapter.parameters()],
+        lambda: diffusion_loss(unet, sched, latents, condition_flow(image_adapter, cond, drop=drop_f,
+                                                                    low_resolution=low_res), fixed(2)))
+    image_cond = condition_flow(image_adapter.eval().requires_grad_(False), cond)
     tvae = comps["text_vae"].train()
     results["stage 2c: text VAE"] = _overfit(tvae.parameters(), lambda: text_vae_loss(tvae, ids, mask, generator=fixed(3))[0])
     with torch.no_grad():
@@ -141,7 +149,7 @@ def test_one_batch_overfit_every_stage(tiny):
 
     for m in ("frontal", "report"):
         comps[f"cross_attention_{m}"].attach(comps["unet_frontal"] if m == "frontal" else comps["text_unet"])
-    flows = {"frontal": Flow(unet.eval().requires_grad_(False), latents, cond, comps["environment_frontal"]),
+    flows = {"frontal": Flow(unet.eval().requires_grad_(False), latents, image_cond, comps["environment_frontal"]),
              "report": Flow(tunet.eval().requires_grad_(False), text_latents, report_cond, comps["environment_report"])}
     trainable = [p for m in ("frontal", "report") for k in ("environment", "cross_attention")
                  for p in comps[f"{k}_{m}"].parameters()]

@@ -132,7 +132,7 @@ def test_text_vae_objective_sums_over_tokens():
 def test_pipeline_uses_the_adapter_and_its_validated_guidance():
     pipe = tiny_pipeline(seed=0)
     assert pipe.condition_adapter(Modality.REPORT) is not None
-    assert pipe.condition_adapter(Modality.FRONTAL) is None
+    assert pipe.condition_adapter(Modality.FRONTAL) is not None  # image flows have one too (issue 13)
     pipe.condition_report.register_to_config(guidance_scale=4.0)
     assert pipe.default_guidance_scale(Modality.REPORT) == 4.0 and pipe.default_guidance_scale(Modality.FRONTAL) == 2.0
     same = pipe(labels=["Pneumonia"], outputs="report", seed=0)

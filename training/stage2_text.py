@@ -268,9 +268,14 @@ def run_unet(ctx: StageContext) -> dict:
     h_images = embed_images(pe, lambda idx: data.images(items, list(idx)), len(items)) if items else None
     weights = {k: float(spec.extra.get(f"{k}_weight", w)) for k, w in (("text", 0.2), ("labels", 0.3), ("image", 0.5))}
     by_id = {s.study_id: s for s in data.studies}
-    groups = np.array([bool(positive_set(by_id[it.study_id].labels)) for it in items], dtype=int)  # finding or not
+    # image draws balanced over groups: with a finding or not ("finding"), and also by source ("source")
+    balance = spec.extra.get("balance_images", "finding")
+    has_finding = np.array([bool(positive_set(by_id[it.study_id].labels)) for it in items], dtype=int)
+    sources = sorted({it.source for it in items})
+    groups = has_finding + 2 * np.array([sources.index(it.source) for it in items]) if balance == "source" \
+        else has_finding
     sampler = ReportConditionSampler(h_text, impression_labels, impression_normal, h_images, matches, pe, weights,
-                                     image_groups=groups if spec.extra.get("balance_images", True) else None)
+                                     image_groups=groups if balance else None)
     logger.info("%s: %d impressions, %d images bridged by labels, condition kinds %s", stage, len(texts), len(items),
                 dict(zip(sampler.kinds, sampler.probs.tolist())))
     text_unet = TextUNet(**model_cfg["text_unet"])
@@ -302,7 +307,7 @@ def run_unet(ctx: StageContext) -> dict:
     info = {"train_impressions": len(texts), "bridged_images": len(items),
             "bridged_images_by_source": {src: sum(it.source == src for it in items) for src in
                                          sorted({it.source for it in items})},
-            "bridged_images_with_a_finding": int(groups.sum()),
+            "bridged_images_with_a_finding": int(has_finding.sum()), "image_balance": balance,
             "impressions_per_label": {name: len(rows) for name, rows in sampler.naming.items()},
             "condition_weights": dict(zip(sampler.kinds, [round(p, 3) for p in sampler.probs.tolist()]))}
     return train_stage(spec, root / stage, module, len(texts), batch_fn, save_fn, sample_fn, info)

@@ -215,7 +215,8 @@ def choose_guidance(pipe, data, scales, n_images: int = 128, seeds=tuple(range(8
     """The guidance scale that makes impressions follow their condition best on validation data.
 
     Score = mean share of seeds whose impression names a requested single label + (opacity asserted in RSNA
-    positives - in RSNA negatives). Returns the best scale and the table of every scale tried.
+    positives - in RSNA negatives) - share of label impressions that repeat a word directly (strong guidance
+    names the label by stuttering it: "cardiomegaly cardiomegaly"). Returns the best scale and every scale's row.
     """
     from codixr.evaluate.following import labels_to_report_table, pipeline_report_generator, xray_to_report_table
 
@@ -228,7 +229,8 @@ def choose_guidance(pipe, data, scales, n_images: int = 128, seeds=tuple(range(8
         labels = labels_to_report_table(generate, seeds=seeds)
         row = {"guidance_scale": scale, "labels_mean_names_label": labels["mean_names_label"],
                "labels_at_or_above_0.7": labels["labels_at_or_above_0.7"],
-               "labels_distinct_at_one_seed": labels["distinct_at_one_seed"]}
+               "labels_distinct_at_one_seed": labels["distinct_at_one_seed"],
+               "labels_repeated_word_share": labels["repeated_word_share"]}
         if images and any(positive) and not all(positive):
             xr = xray_to_report_table(generate, images, positive)
             row.update({k: xr[k] for k in ("asserted_in_positives", "asserted_in_negatives",
@@ -236,6 +238,7 @@ def choose_guidance(pipe, data, scales, n_images: int = 128, seeds=tuple(range(8
             row["score"] = row["labels_mean_names_label"] + xr["asserted_in_positives"] - xr["asserted_in_negatives"]
         else:
             row["score"] = row["labels_mean_names_label"]
+        row["score"] -= row["labels_repeated_word_share"]
         logger.info("guidance %.1f: %s", scale, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
         table.append(row)
     best = max(table, key=lambda r: r["score"])

@@ -22,6 +22,7 @@ checks, grids) are in :mod:`codixr.evaluate.image_following`; ``following_tables
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -50,6 +51,13 @@ def asserts(text: str, labels: Sequence[str]) -> bool:
 
     found = label_report(text)
     return any(found.get(name) == 1 for name in labels)
+
+
+def repeats_a_word(text: str) -> bool:
+    """Whether a word directly follows itself ("cardiomegaly cardiomegaly"; punctuation between them counts too,
+    "atelectasis. atelectasis."): real impressions almost never do, over-guided generated ones do."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return any(a == b for a, b in zip(words, words[1:]))
 
 
 def names_label(text: str, label: str) -> bool:
@@ -121,7 +129,9 @@ def labels_to_report_table(generate: Callable[..., list[str]], labels: Sequence[
                       "distinct_over_seeds": distinct(texts), "example": texts[0]}
     first = per_seed[seeds[0]]
     hit = [rows[name]["names_label"] for name in labels]
+    every = [t for texts in per_seed.values() for t in texts]
     return {"labels": rows, "seeds": list(seeds), "mean_names_label": float(np.mean(hit)),
+            "repeated_word_share": float(np.mean([repeats_a_word(t) for t in every])),
             "labels_at_or_above_0.7": int(sum(h >= 0.7 for h in hit)),
             "distinct_at_one_seed": distinct(first), "n_labels": len(labels)}
 
@@ -278,7 +288,10 @@ def following_markdown(block: dict[str, Any]) -> list[str]:
         lines += [f"**labels→R**: share of {len(lab['seeds'])} seeds whose impression names the requested label "
                   f"(mean {lab['mean_names_label']:.2f}; {lab['labels_at_or_above_0.7']} of {lab['n_labels']} labels "
                   f"at ≥ 0.7); the {lab['n_labels']} labels give {lab['distinct_at_one_seed']} distinct impressions "
-                  f"at seed {lab['seeds'][0]}.", "", "| label | names it | distinct over seeds | impression at the first seed |",
+                  f"at seed {lab['seeds'][0]}" + (f"; {lab['repeated_word_share']:.0%} of them repeat a word "
+                                                   "directly (\"cardiomegaly cardiomegaly\")"
+                                                   if "repeated_word_share" in lab else "") + ".",
+                  "", "| label | names it | distinct over seeds | impression at the first seed |",
                   "|---|---:|---:|---|"]
         for name, row in lab["labels"].items():
             lines.append(f"| {name} | {row['names_label']:.2f} | {row['distinct_over_seeds']} | "

@@ -251,17 +251,20 @@ class RepeatBlocker:
     """No n-gram twice in an impression (as transformers' ``NoRepeatNGramLogitsProcessor``), except around the
     de-identification placeholder: IU writes "___" (three "_" tokens) wherever a word was removed, so n-grams
     that contain it may recur ("No ___ of effusion. No ___ of pneumothorax."), but never as a run of more than
-    three."""
+    three. Nor does a token follow itself ("cardiomegaly cardiomegaly"), which real impressions never do and
+    strongly guided latents otherwise produce."""
 
     def __init__(self, ngram_size: int, placeholder_id: int | None = None, placeholder_run: int = 3):
         self.n, self.placeholder_id, self.run = ngram_size, placeholder_id, placeholder_run
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         n, p = self.n, self.placeholder_id
-        if input_ids.shape[1] + 1 < n:
-            return scores
         scores = scores.clone()
         for row, ids in enumerate(input_ids.tolist()):
+            if ids and ids[-1] != p:
+                scores[row, ids[-1]] = -float("inf")
+            if len(ids) + 1 < n:
+                continue
             prefix = tuple(ids[len(ids) - n + 1:]) if n > 1 else ()
             if p is not None and len(ids) >= self.run and all(t == p for t in ids[-self.run:]):
                 scores[row, p] = -float("inf")

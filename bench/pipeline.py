@@ -1,6 +1,6 @@
 """Latency of one request for all other modalities from one input, at 20 sampler steps on this machine.
 
-    .venv/bin/python -m bench.pipeline [--model PATH] [--repeats 3] [--threads 1] [--json out.json]
+    .venv/bin/python -m bench.pipeline [--model PATH] [--repeats 3] [--threads 1] [--flow-workers 1] [--json out.json]
 
 Three requests, each generating every modality that is not its input (the issue's target is <= 3 s each):
 labels -> frontal + lateral + report, frontal -> lateral + report, report -> frontal + lateral; and the report
@@ -11,6 +11,8 @@ The model is ``--model``, else ``$CODIXR_MODEL`` or the bundled ``assets/codixr-
 exists yet, the benchmark builds the ``small`` architecture (the bundled default's size) with random weights
 and a WordPiece tokenizer trained on the IU impressions, and says so: generation speed does not depend on
 training. Results depend on the load of the machine; the JSON records the load average before and after.
+``--flow-workers 1`` runs the flows of a request one after the other, each on all torch threads (the pipeline's
+default runs them side by side, ``CoDiXRPipeline.flow_workers``), for comparing the two on one machine.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="guidance scale for every output (default: the package's validated scale per output)")
     parser.add_argument("--sampler", default="dpm++")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--flow-workers", type=int,
+                        help="threads that run a request's flows side by side (default: the pipeline's, one per "
+                             "torch thread; 1: one flow after the other)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from codixr.modality import Modality
 
     pipe, description = load_pipeline(args.model)
+    if args.flow_workers:
+        pipe.flow_workers = args.flow_workers
     load_before = os.getloadavg()
     results = []
     for name, kwargs in requests(pipe):
@@ -138,13 +145,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": description, "steps": args.steps, "sampler": args.sampler,
         "guidance_scale": args.guidance if args.guidance is not None else
         {m.value: pipe.default_guidance_scale(m) for m in Modality},
-        "joint": pipe.has_joint_generation, "repeats": args.repeats, "target_s": TARGET_SECONDS,
+        "joint": pipe.has_joint_generation, "flow_workers": pipe.flow_workers or "default", "repeats": args.repeats,
+        "target_s": TARGET_SECONDS,
         "machine": machine(load_before),
         "results": results,
     }
     logger.info("CoDiXRPipeline latency, %s", description)
-    logger.info("%d steps %s, guidance %s, %d CPU(s), %d torch thread(s), load average %.2f -> %.2f",
-                args.steps, args.sampler, "package default" if args.guidance is None else f"{args.guidance:g}", os.cpu_count(), torch.get_num_threads(), load_before[0],
+    logger.info("%d steps %s, guidance %s, %d CPU(s), %d torch thread(s), flow workers %s, load average %.2f -> %.2f",
+                args.steps, args.sampler, "package default" if args.guidance is None else f"{args.guidance:g}",
+                os.cpu_count(), torch.get_num_threads(), pipe.flow_workers or "default", load_before[0],
                 report["machine"]["load_average_after"][0])
     logger.info("%-16s %9s %9s %9s  %s", "request", "median s", "min s", "max s", f"<= {TARGET_SECONDS:g} s")
     for r in results:

@@ -13,6 +13,8 @@ import copy
 import hashlib
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -76,6 +78,48 @@ def flow_seed(seed: int, modality: Modality) -> int:
     return int(np.random.SeedSequence([seed, _SEED_OFFSETS[modality]]).generate_state(1)[0])
 
 
+_FLOW_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_FLOW_POOLS_LOCK = threading.Lock()
+
+
+def run_flows(tasks: Sequence[Callable[[], Any]], workers: int | None = None) -> list[Any]:
+    """Run independent flow computations (one flow's UNet step, one output's decode) side by side; results in order.
+
+    The flows of one request are separate networks on small tensors: split over the intra-op threads, each of
+    their thousands of kernels ends in a wait for every thread, which costs little on an idle machine but
+    several times the work when another process holds one of the cores. With ``workers`` > 1 (default: torch's
+    intra-op thread count, at most one per task) the tasks run on that many threads instead, each with an equal
+    share of the intra-op threads (at least one), and wait for each other once per call. With 1, or a single
+    task, they run here, in order. Each task computes exactly what it computes alone: the outputs are those of
+    the sequential run, up to the float rounding of kernels run on fewer threads.
+    """
+    threads = torch.get_num_threads()
+    workers = min(len(tasks), threads if workers is None else workers)
+    if workers < 2:
+        return [task() for task in tasks]
+    share = max(threads // workers, 1)
+    grad = torch.is_grad_enabled()  # grad mode is per thread: the workers follow the caller's
+    resized = []
+
+    def run(task: Callable[[], Any]) -> Any:
+        if torch.get_num_threads() != share:
+            torch.set_num_threads(share)
+            resized.append(True)
+        with torch.set_grad_enabled(grad):
+            return task()
+
+    key = (os.getpid(), workers)  # a forked child inherits the pool object but not its threads
+    with _FLOW_POOLS_LOCK:
+        pool = _FLOW_POOLS.get(key)
+        if pool is None:
+            pool = _FLOW_POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="codixr-flow")
+    futures = [pool.submit(run, task) for task in tasks]
+    wait(futures)
+    if resized:  # torch.set_num_threads also sets the count that threads started later begin with: restore it
+        torch.set_num_threads(threads)
+    return [f.result() for f in futures]
+
+
 def denoise_latents(
     flows: dict[Any, torch.nn.Module],
     latents: dict[Any, torch.Tensor],
@@ -85,6 +129,7 @@ def denoise_latents(
     generators: dict[Any, torch.Generator | None] | None = None,
     environments: dict[Any, torch.nn.Module] | None = None,
     callback: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> dict[Any, torch.Tensor]:
     """The reverse diffusion of one or several flows in lock-step (schedulers already ``set_timesteps``).
 
@@ -92,7 +137,9 @@ def denoise_latents(
     cross-attention context for all, with the unconditional half first for every flow whose guidance scale is
     above 1 (classifier-free guidance). ``guidance_scale`` is one scale or one per flow. With ``environments``
     (one environment encoder V per flow), every flow's QKV layers attend at each step to the V(z_t) tokens of
-    the other flows, computed from the latents before that step (Sec. III.C). Returns the final latents per flow.
+    the other flows, computed from the latents before that step (Sec. III.C). Within a step the flows depend
+    only on those tokens, so they run side by side (``run_flows``; ``workers=1``: one after the other).
+    Returns the final latents per flow.
     """
     names = list(flows)
     if not isinstance(conditions, dict):
@@ -101,23 +148,39 @@ def denoise_latents(
     timesteps = schedulers[names[0]].timesteps
     generators = generators or {}
     latents = dict(latents)
+    joint = bool(environments) and len(names) > 1
+
+    def environment_tokens(m, latent: torch.Tensor, t) -> torch.Tensor:
+        return environments[m](schedulers[m].scale_model_input(latent, t))[0]
+
+    def step(m, i: int, t, environment: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One flow's denoising step; returns its next latent and, when joint, its V tokens for the next step."""
+        do_cfg = scales[m] > 1.0
+        model_input = schedulers[m].scale_model_input(latents[m], t)
+        model_input = torch.cat([model_input] * 2) if do_cfg else model_input
+        kwargs = None
+        if environment:
+            others = torch.cat([environment[o] for o in names if o != m], dim=1)
+            kwargs = {"environment": torch.cat([others] * 2) if do_cfg else others}
+        eps = flows[m](model_input, t, cross_attention_kwargs=kwargs, **conditions[m].kwargs()).sample
+        if do_cfg:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + scales[m] * (eps_cond - eps_uncond)
+        latent = schedulers[m].step(eps, t, latents[m], generator=generators.get(m)).prev_sample
+        following = environment_tokens(m, latent, timesteps[i + 1]) if joint and i + 1 < len(timesteps) else None
+        return latent, following
+
+    environment = {}
+    if joint:
+        first = run_flows([lambda m=m: environment_tokens(m, latents[m], timesteps[0]) for m in names], workers)
+        environment = dict(zip(names, first))
     for i, t in enumerate(timesteps):
+        results = run_flows([lambda m=m, env=environment: step(m, i, t, env) for m in names], workers)
         environment = {}
-        if environments and len(names) > 1:
-            environment = {m: environments[m](schedulers[m].scale_model_input(latents[m], t))[0] for m in names}
-        for m in names:
-            do_cfg = scales[m] > 1.0
-            model_input = schedulers[m].scale_model_input(latents[m], t)
-            model_input = torch.cat([model_input] * 2) if do_cfg else model_input
-            kwargs = None
-            if environment:
-                others = torch.cat([environment[o] for o in names if o != m], dim=1)
-                kwargs = {"environment": torch.cat([others] * 2) if do_cfg else others}
-            eps = flows[m](model_input, t, cross_attention_kwargs=kwargs, **conditions[m].kwargs()).sample
-            if do_cfg:
-                eps_uncond, eps_cond = eps.chunk(2)
-                eps = eps_uncond + scales[m] * (eps_cond - eps_uncond)
-            latents[m] = schedulers[m].step(eps, t, latents[m], generator=generators.get(m)).prev_sample
+        for m, (latent, following) in zip(names, results):
+            latents[m] = latent
+            if following is not None:
+                environment[m] = following
         if callback is not None:
             callback(i + 1, len(timesteps))
     return latents
@@ -155,7 +218,12 @@ class CoDiXRPipeline(DiffusionPipeline):
         condition_{frontal,lateral,report}: each flow's ``ConditionAdapter`` (condition tokens, time-embedding
             input, learned null condition, validated guidance scale; optional: without one a flow reads the
             condition as a single token with a zero null, as the first bundled model did).
+
+    ``flow_workers``: how many threads run the flows of one request side by side (``run_flows``); None (the
+    default) uses torch's intra-op thread count, 1 runs them one after the other.
     """
+
+    flow_workers: int | None = None
 
     _optional_components = [
         "environment_frontal", "environment_lateral", "environment_report",
@@ -488,17 +556,16 @@ class CoDiXRPipeline(DiffusionPipeline):
                     callback(i, n)
 
             latents = denoise_latents({m: self.flow(m) for m in wanted}, latents, conditions, schedulers,
-                                      scales, generators, environments, on_step)
+                                      scales, generators, environments, on_step, workers=self.flow_workers)
 
-        # 6. Decode
-        result: dict[str, Any] = {}
-        for m in wanted:
+        # 6. Decode (each output on its own, side by side)
+        def decode(m: Modality) -> list:
             if m is Modality.REPORT:
-                texts = decode_reports(self.text_vae, self.tokenizer, latents[m])
-                result[m.value] = texts if is_batched else texts[0]
-            else:
-                images = self.decode_image_latents(latents[m])
-                result[m.value] = images if is_batched else images[0]
+                return decode_reports(self.text_vae, self.tokenizer, latents[m])
+            return self.decode_image_latents(latents[m])
+
+        decoded = run_flows([lambda m=m: decode(m) for m in wanted], self.flow_workers)
+        result: dict[str, Any] = {m.value: out if is_batched else out[0] for m, out in zip(wanted, decoded)}
         return CoDiXRPipelineOutput(**result, outputs=tuple(m.value for m in wanted), joint=joint, warnings=warnings)
 
     @torch.no_grad()

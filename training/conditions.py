@@ -130,19 +130,18 @@ class ReportConditionSampler:
         self.text, self.prompt_encoder = text, prompt_encoder
         self.label_sets = [sorted(s) if s else ([NO_FINDING] if n else []) for s, n in
                            zip(impression_labels, impression_normal)]
-        self.labelled = np.flatnonzero([bool(s) for s in self.label_sets])
         self.label_index = {name: i for i, name in enumerate(CONDITION_LABELS)}
         # label -> the impressions naming it (the labels kind picks a label first)
         naming = {name: np.array([i for i, names in enumerate(self.label_sets) if name in names])
                   for name in CONDITION_LABELS}
         self.naming = {name: rows for name, rows in naming.items() if len(rows)}
-        self.named_labels = sorted(self.naming, key=CONDITION_LABELS.index)
+        self.named_labels = list(self.naming)  # in CONDITION_LABELS order
         self.images, self.matches = image_embeddings, image_matches
         # image kind: a group first (uniformly), then an image of it
         groups = np.zeros(0 if image_embeddings is None else len(image_embeddings), dtype=int) \
             if image_groups is None else np.asarray(image_groups)
         self.image_groups = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-        kinds = {"text": True, "labels": len(self.labelled) > 0,
+        kinds = {"text": True, "labels": bool(self.naming),
                  "image": image_embeddings is not None and len(image_embeddings) > 0}
         self.kinds = [k for k in ("text", "labels", "image") if kinds[k] and weights.get(k, 0) > 0]
         total = sum(weights[k] for k in self.kinds)

@@ -61,8 +61,8 @@ class OptimusTextVAE(ModelMixin, ConfigMixin):
         latent_noise: when set, q(z | report) has this fixed standard deviation around a learned mean (a
             "deterministic latent with fixed noise"): z carries the sentence from the first step on, and the KL to
             N(0, I) reduces to a pull of the means towards 0. None: the variance is learned too (Optimus).
-        no_repeat_ngram_size: decoding never repeats an n-gram of this size within an impression (transformers'
-            ``NoRepeatNGramLogitsProcessor``); 0 turns it off. Chosen on validation reconstructions.
+        no_repeat_ngram_size: decoding never repeats an n-gram of this size within an impression, nor a token
+            directly after itself (``RepeatBlocker``); 0 turns both off. Chosen on validation reconstructions.
     """
 
     @register_to_config

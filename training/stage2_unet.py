@@ -18,7 +18,8 @@ adapter.
 ``init_from`` (``--init``) continues an existing UNet: another view's finished stage ("frontal": G_L starts from
 G_F, adapter included), a run's stage folder, a package, a UNet folder or a hub id. A UNet made without the class
 embedding gets one with its last layer zero-initialised (its predictions are unchanged at step 0) and an adapter
-that starts as its single-token convention (``ConditionAdapter.init_as_single_token``).
+that starts as its single-token convention (``ConditionAdapter.init_as_single_token``). A UNet made for a
+narrower latent (the previous 8-channel X-ray autoencoder) is widened by ``with_latent_channels``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,34 @@ def with_class_embedding(unet: UNet2DConditionModel, condition_dim: int) -> tupl
     return new, True
 
 
+def with_latent_channels(unet: UNet2DConditionModel, channels: int) -> tuple[UNet2DConditionModel, bool]:
+    """``unet`` for latents of ``channels`` channels (a wider X-ray autoencoder than the one it was trained on).
+
+    Everything but ``conv_in``/``conv_out`` is kept; the old channels keep their weights, the new input channels start
+    with zero weights and the new output channels predict zero noise, so the UNet starts as it was on the channels it
+    knows. Returns (UNet, whether it was rebuilt).
+    """
+    old = unet.config.in_channels
+    if old == channels and unet.config.out_channels == channels:
+        return unet, False
+    if channels < old:
+        raise ValueError(f"cannot continue a UNet made for {old}-channel latents on {channels}-channel ones")
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    new = UNet2DConditionModel.from_config({**config, "in_channels": channels, "out_channels": channels})
+    state = unet.state_dict()
+    own = new.state_dict()
+    with torch.no_grad():
+        conv_in = torch.zeros_like(own["conv_in.weight"])
+        conv_in[:, :old] = state["conv_in.weight"]
+        conv_out_w = torch.zeros_like(own["conv_out.weight"])
+        conv_out_w[:old] = state["conv_out.weight"]
+        conv_out_b = torch.zeros_like(own["conv_out.bias"])
+        conv_out_b[:old] = state["conv_out.bias"]
+    state.update({"conv_in.weight": conv_in, "conv_out.weight": conv_out_w, "conv_out.bias": conv_out_b})
+    new.load_state_dict(state)
+    return new, True
+
+
 def resolve_init(init: str, view: str, root: Path) -> tuple[Path | str, Path | None]:
     """Where ``init_from`` points: (UNet folder or hub id, the adapter folder beside it or None)."""
     if init in ("frontal", "lateral"):  # another view's finished LDM of this run (G_L starts from G_F)
@@ -166,7 +195,11 @@ def initial_flow(init: str | None, view: str, model_cfg: dict, root: Path
     unet = UNet2DConditionModel.from_pretrained(unet_dir) if isinstance(unet_dir, Path) else \
         UNet2DConditionModel.from_pretrained(unet_dir, subfolder="unet")
     unet, rebuilt = with_class_embedding(unet, condition_dim)
+    old_channels = unet.config.in_channels
+    unet, widened = with_latent_channels(unet, model_cfg["unet"]["in_channels"])
     info = {"init_from": str(unet_dir), "class_embedding_added": rebuilt}
+    if widened:
+        info["latent_channels_widened"] = [old_channels, unet.config.in_channels]
     if adapter_dir is not None and adapter_dir.is_dir() and not rebuilt:
         old = ConditionAdapter.from_pretrained(adapter_dir)
         # the old adapter's weights in an adapter with this configuration's flags (e.g. low_resolution_embedding)

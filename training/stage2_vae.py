@@ -30,27 +30,83 @@ logger = logging.getLogger("training.stage2_vae")
 STAGE = "stage2_vae"
 
 
+def widen_latent_state(state: dict[str, torch.Tensor], old_channels: int, new_channels: int) -> dict[str, torch.Tensor]:
+    """A one-channel AutoKL's weights mapped onto a wider latent (``new_channels`` >= ``old_channels``).
+
+    The old latent channels keep their weights; the new ones start with small random encoder weights, an identity
+    ``post_quant_conv`` and zero ``decoder.conv_in`` columns, so the widened autoencoder reconstructs exactly as the
+    old one at step 0 and the extra channels only add detail as they learn (``decoder.conv_in``'s new columns get a
+    gradient from the first step).
+    """
+    if new_channels < old_channels:
+        raise ValueError(f"cannot narrow an autoencoder's latent from {old_channels} to {new_channels} channels")
+    out = dict(state)
+    o, n = old_channels, new_channels
+
+    def moments(weight: torch.Tensor) -> torch.Tensor:  # rows [mean (o), logvar (o)] -> [mean (n), logvar (n)]
+        shape = (2 * n,) + tuple(weight.shape[1:])
+        new = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * (weight.std() * 0.1)
+        new[:o], new[n:n + o] = weight[:o], weight[o:]
+        return new
+
+    w = state["encoder.conv_out.weight"]
+    out["encoder.conv_out.weight"] = moments(w)
+    b = torch.zeros(2 * n)
+    b[:o], b[n:n + o] = state["encoder.conv_out.bias"][:o], state["encoder.conv_out.bias"][o:]
+    b[n + o:] = state["encoder.conv_out.bias"][o:].mean()
+    out["encoder.conv_out.bias"] = b
+    if "quant_conv.weight" in state:  # 1x1 (2o -> 2o): block-wise copy, identity on the new channels
+        q = torch.zeros(2 * n, 2 * n, 1, 1)
+        idx = list(range(o)) + list(range(n, n + o))
+        q[torch.tensor(idx)[:, None], torch.tensor(idx)[None, :]] = state["quant_conv.weight"]
+        for c in list(range(o, n)) + list(range(n + o, 2 * n)):
+            q[c, c] = 1.0
+        qb = torch.zeros(2 * n)
+        qb[torch.tensor(idx)] = state["quant_conv.bias"]
+        out["quant_conv.weight"], out["quant_conv.bias"] = q, qb
+    if "post_quant_conv.weight" in state:
+        p = torch.eye(n).reshape(n, n, 1, 1).clone()
+        p[:o, :o] = state["post_quant_conv.weight"]
+        pb = torch.zeros(n)
+        pb[:o] = state["post_quant_conv.bias"]
+        out["post_quant_conv.weight"], out["post_quant_conv.bias"] = p, pb
+    c = state["decoder.conv_in.weight"]
+    wide = torch.zeros((c.shape[0], n) + tuple(c.shape[2:]))
+    wide[:, :o] = c
+    out["decoder.conv_in.weight"] = wide
+    return out
+
+
 def vae_from(init: str | None, config: dict) -> AutoencoderKL:
-    """A fresh one-channel AutoKL, or one initialised from an existing (RGB or gray) VAE."""
+    """A fresh one-channel AutoKL, or one initialised from an existing VAE: an RGB one (e.g. SD-1.5's, whose input
+    and output convolutions are summed/averaged to one channel) or a one-channel one with fewer latent channels
+    (a previous X-ray autoencoder, widened by ``widen_latent_state``)."""
     vae = AutoencoderKL(**config)
     if init:
         source = AutoencoderKL.from_pretrained(init, subfolder="vae" if (Path(init) / "vae").is_dir() else None)
         state = source.state_dict()
-        state["encoder.conv_in.weight"] = state["encoder.conv_in.weight"].sum(1, keepdim=True)
-        state["decoder.conv_out.weight"] = state["decoder.conv_out.weight"].mean(0, keepdim=True)
-        state["decoder.conv_out.bias"] = state["decoder.conv_out.bias"].mean(0, keepdim=True)
-        missing, unexpected = vae.load_state_dict(state, strict=False)
-        logger.info("initialised the VAE from %s (%d tensors not matched)", init, len(missing) + len(unexpected))
+        if state["encoder.conv_in.weight"].shape[1] != 1:
+            state["encoder.conv_in.weight"] = state["encoder.conv_in.weight"].sum(1, keepdim=True)
+            state["decoder.conv_out.weight"] = state["decoder.conv_out.weight"].mean(0, keepdim=True)
+            state["decoder.conv_out.bias"] = state["decoder.conv_out.bias"].mean(0, keepdim=True)
+        old_c, new_c = source.config.latent_channels, vae.config.latent_channels
+        if old_c != new_c:
+            state = widen_latent_state(state, old_c, new_c)
+        own = vae.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        vae.load_state_dict(matched, strict=False)
+        logger.info("initialised the VAE from %s (%d of %d tensors; latent channels %d -> %d)", init, len(matched),
+                    len(own), old_c, new_c)
     return vae
 
 
 class VAEModule(torch.nn.Module):
-    def __init__(self, vae, kl_weight):
+    def __init__(self, vae, kl_weight, gradient_weight=0.0):
         super().__init__()
-        self.vae, self.kl_weight = vae, kl_weight
+        self.vae, self.kl_weight, self.gradient_weight = vae, kl_weight, gradient_weight
 
     def forward(self, batch, generator=None):
-        return vae_loss(self.vae, batch["image"] * 2 - 1, self.kl_weight, generator)
+        return vae_loss(self.vae, batch["image"] * 2 - 1, self.kl_weight, generator, self.gradient_weight)
 
 
 @torch.no_grad()
@@ -59,6 +115,28 @@ def measure_scaling_factor(vae, data: TrainingData, items, n: int = 256) -> floa
     latents = torch.cat([vae.encode(data.images(items, rows[i:i + 16]) * 2 - 1).latent_dist.mean
                          for i in range(0, len(rows), 16)])
     return float(1.0 / latents.std())
+
+
+def reconstruction_quality(real: np.ndarray, recon: np.ndarray) -> dict[str, float]:
+    """PSNR (dB) and high-frequency energy ratio of (N, H, W) reconstructions in [0, 1], as ``codixr.evaluate``."""
+    from codixr.evaluate.image_following import hf_ratio, psnr
+
+    return {"psnr_db": float(psnr(real, recon).mean()), "hf_ratio": hf_ratio(real, recon)}
+
+
+@torch.no_grad()
+def validation_quality(vae, data: TrainingData, n: int = 64) -> dict[str, float]:
+    """Reconstruction quality (posterior mean) on up to ``n`` validation frontals and laterals at full size."""
+    val = data.image_items("validate", sources=GENERATION_SOURCES)
+    rows = np.linspace(0, len(val) - 1, min(n, len(val))).astype(int) if val else []
+    real, recon = [], []
+    for i in range(0, len(rows), 8):
+        x = data.images(val, rows[i:i + 8])
+        real.append(x[:, 0].numpy())
+        recon.append(((vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample[:, 0] + 1) / 2).clamp(0, 1).numpy())
+    if not real:
+        return {}
+    return {"images": len(rows), **reconstruction_quality(np.concatenate(real), np.concatenate(recon))}
 
 
 def main(argv=None) -> dict:
@@ -81,15 +159,21 @@ def main(argv=None) -> dict:
             return
         real = data.images(val, range(len(val)))
         recon = module.vae.decode(module.vae.encode(real * 2 - 1).latent_dist.mean).sample
-        save_image_grid([real[:, 0], ((recon[:, 0] + 1) / 2).clamp(0, 1)], out / f"reconstruction-{step:06d}.png",
+        recon = ((recon[:, 0].float() + 1) / 2).clamp(0, 1)
+        save_image_grid([real[:, 0], recon], out / f"reconstruction-{step:06d}.png",
                         titles=["real (validation)", "reconstruction"])
+        quality = reconstruction_quality(real[:, 0].numpy(), recon.numpy())
+        logger.info("step %d: validation reconstructions %.2f dB PSNR, high-frequency energy %.1f %% of real", step,
+                    quality["psnr_db"], 100 * quality["hf_ratio"])
 
     def save_fn(module, final: Path):
         module.vae.register_to_config(scaling_factor=measure_scaling_factor(module.vae, data, items))
         module.vae.save_pretrained(final / "vae")
+        info["validation"] = validation_quality(module.vae, data)
 
     info = {"images": len(items), "crop_size": crop, "sources": sorted({it.source for it in items})}
-    return train_stage(spec, root / STAGE, VAEModule(vae, float(spec.extra.get("kl_weight", 1e-6))), len(items),
+    return train_stage(spec, root / STAGE, VAEModule(vae, float(spec.extra.get("kl_weight", 1e-6)),
+                                                            float(spec.extra.get("gradient_weight", 0.0))), len(items),
                        batch_fn, save_fn, sample_fn, info)
 
 

@@ -58,16 +58,31 @@ def contrastive_loss(prompt_encoder, images: torch.Tensor | None = None, input_i
     return sum(prompt_encoder.contrastive_loss(a, b) for i, a in enumerate(pooled) for b in pooled[i + 1:])
 
 
-def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+def image_gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical finite differences of (B, C, H, W) images."""
+    return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
+
+
+def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: torch.Generator | None = None,
+             gradient_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage 2a: AutoKL on X-rays in [-1, 1]: L1 reconstruction + kl_weight * KL (LDM's autoencoder recipe,
-    without its adversarial and perceptual terms, which need pretrained networks we do not have here)."""
+    without its adversarial and perceptual terms, which need pretrained networks we do not have here), plus
+    ``gradient_weight`` * L1 between the image gradients of the reconstruction and of the input: an edge term
+    that pixel L1 alone underweights (rib and vessel borders are a small share of the pixels), against blur."""
     posterior = vae.encode(images).latent_dist
     z = posterior.sample(generator=generator)
-    recon = vae.decode(z).sample
+    recon = vae.decode(z).sample.float()
+    images = images.float()
     rec = F.l1_loss(recon, images)
-    kl = posterior.kl().mean()  # summed over latent elements, averaged over the batch
-    return rec + kl_weight * kl, {"l1": rec.item(), "kl": kl.item()}
+    kl = posterior.kl().float().mean()  # summed over latent elements, averaged over the batch
+    loss = rec + kl_weight * kl
+    parts = {"l1": rec.item(), "kl": kl.item()}
+    if gradient_weight > 0:
+        (rx, ry), (ix, iy) = image_gradients(recon), image_gradients(images)
+        grad = F.l1_loss(rx, ix) + F.l1_loss(ry, iy)
+        loss = loss + gradient_weight * grad
+        parts["gradient_l1"] = grad.item()
+    return loss, parts
 
 
 def diffusion_loss(unet, scheduler, latents: torch.Tensor, condition,

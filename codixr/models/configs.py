@@ -79,9 +79,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
                                num_hidden_layers=4, num_attention_heads=3),
             text_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3),
         ),
-        # f = 16 with 16 latent channels (issue 13: 8 channels reached 26.7 dB); widened from the 8-channel one
-        vae=_vae((32, 64, 96, 96, 96), latent_channels=16, sample_size=256, groups=16),
-        unet=_unet((40, 80, 160), 1, 256, sample_size=16, latent_channels=16, head_dim=8, condition_dim=256, groups=8),
+        vae=_vae((32, 64, 96, 96, 96), latent_channels=8, sample_size=256, groups=16),
+        unet=_unet((40, 80, 160), 1, 256, sample_size=16, latent_channels=8, head_dim=8, condition_dim=256, groups=8),
         text_vae=dict(
             latent_dim=128, num_prefix_tokens=4, max_length=64, **_OPTIMUS,
             encoder_config=dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=3, intermediate_size=768,

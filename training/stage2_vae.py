@@ -95,15 +95,26 @@ def vae_from(init: str | None, config: dict) -> AutoencoderKL:
         own = vae.state_dict()
         matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         vae.load_state_dict(matched, strict=False)
+        if old_c == new_c and source.config.in_channels == 1:  # same latent space: keep its measured scale
+            vae.register_to_config(scaling_factor=source.config.scaling_factor)
         logger.info("initialised the VAE from %s (%d of %d tensors; latent channels %d -> %d)", init, len(matched),
                     len(own), old_c, new_c)
     return vae
 
 
 class VAEModule(torch.nn.Module):
-    def __init__(self, vae, kl_weight, gradient_weight=0.0):
+    """The autoencoder's training loss. ``decoder_only`` freezes the encoder (and its moment projection): the
+    latent space, its scaling factor and every UNet trained on it stay valid, and only the decoder learns to
+    draw sharper images from the same latents (as Stable Diffusion's fine-tuned decoders were made)."""
+
+    def __init__(self, vae, kl_weight, gradient_weight=0.0, decoder_only=False):
         super().__init__()
         self.vae, self.kl_weight, self.gradient_weight = vae, kl_weight, gradient_weight
+        self.decoder_only = decoder_only
+        if decoder_only:
+            for part in (vae.encoder, vae.quant_conv):
+                if part is not None:
+                    part.requires_grad_(False)
 
     def forward(self, batch, generator=None):
         return vae_loss(self.vae, batch["image"] * 2 - 1, self.kl_weight, generator, self.gradient_weight)
@@ -140,7 +151,12 @@ def validation_quality(vae, data: TrainingData, n: int = 64) -> dict[str, float]
 
 
 def main(argv=None) -> dict:
-    ctx = prepare_stage(__doc__, STAGE, lambda p: p.add_argument("--init", default=None, help="a VAE folder or hub id"), argv)
+    def extra_args(parser):
+        parser.add_argument("--init", default=None, help="a VAE folder or hub id")
+        parser.add_argument("--decoder-only", action="store_true",
+                            help="train only the decoder of --init (the latent space and the UNets stay valid)")
+
+    ctx = prepare_stage(__doc__, STAGE, extra_args, argv)
     args, config, root, spec, data = ctx.args, ctx.config, ctx.root, ctx.spec, ctx.data
     vae = vae_from(args.init or spec.extra.get("init"), get_config(config["model"])["vae"])
     items = data.image_items("train", sources=GENERATION_SOURCES)
@@ -166,14 +182,25 @@ def main(argv=None) -> dict:
         logger.info("step %d: validation reconstructions %.2f dB PSNR, high-frequency energy %.1f %% of real", step,
                     quality["psnr_db"], 100 * quality["hf_ratio"])
 
+    decoder_only = bool(args.decoder_only or spec.extra.get("decoder_only", False))
+    if decoder_only and not (args.init or spec.extra.get("init")):
+        raise ValueError("--decoder-only fine-tunes the decoder of an existing autoencoder: give it with --init")
+    if decoder_only and vae.config.latent_channels != AutoencoderKL.load_config(
+            args.init or spec.extra["init"], subfolder="vae" if (Path(args.init or spec.extra["init"]) / "vae").is_dir()
+            else None)["latent_channels"]:
+        raise ValueError("--decoder-only keeps the latent space of --init, so the config's latent_channels must match it")
+
     def save_fn(module, final: Path):
-        module.vae.register_to_config(scaling_factor=measure_scaling_factor(module.vae, data, items))
+        if not decoder_only:  # a frozen encoder keeps its latent scale, which the UNets were trained on
+            module.vae.register_to_config(scaling_factor=measure_scaling_factor(module.vae, data, items))
         module.vae.save_pretrained(final / "vae")
         info["validation"] = validation_quality(module.vae, data)
 
-    info = {"images": len(items), "crop_size": crop, "sources": sorted({it.source for it in items})}
-    return train_stage(spec, root / STAGE, VAEModule(vae, float(spec.extra.get("kl_weight", 1e-6)),
-                                                            float(spec.extra.get("gradient_weight", 0.0))), len(items),
+    info = {"images": len(items), "crop_size": crop, "sources": sorted({it.source for it in items}),
+            "decoder_only": decoder_only}
+    module = VAEModule(vae, float(spec.extra.get("kl_weight", 1e-6)), float(spec.extra.get("gradient_weight", 0.0)),
+                       decoder_only=decoder_only)
+    return train_stage(spec, root / STAGE, module, len(items),
                        batch_fn, save_fn, sample_fn, info)
 
 

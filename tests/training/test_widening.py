@@ -59,3 +59,25 @@ def test_widened_unet_predicts_as_before_on_the_old_channels():
         b = wide(torch.cat([z, extra], 1), t, encoder_hidden_states=ctx, class_labels=pooled).sample
     assert torch.allclose(a, b[:, :4], atol=1e-5) and b[:, 4:].abs().max() == 0
     assert with_latent_channels(wide, 8)[1] is False
+
+
+def test_decoder_only_training_keeps_the_latent_space(tmp_path):
+    from training.stage2_vae import VAEModule
+
+    torch.manual_seed(0)
+    source = AutoencoderKL(**_tiny_vae_config(4))
+    source.register_to_config(scaling_factor=0.37)
+    source.save_pretrained(tmp_path / "vae")
+    vae = vae_from(str(tmp_path / "vae"), _tiny_vae_config(4))
+    assert vae.config.scaling_factor == 0.37  # the UNets were trained on latents scaled by it
+    module = VAEModule(vae, 1e-6, gradient_weight=0.5, decoder_only=True)
+    encoder_before = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+    for _ in range(2):
+        loss, _ = module({"image": torch.rand(2, 1, 64, 64)})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    assert any(not torch.equal(v, vae.decoder.state_dict()[k]) for k, v in decoder_before.items())

@@ -6,6 +6,8 @@ Folder layout (wherever the caller puts it; keep it out of git)::
     OUT/images.npy      (N, size, size) uint16 (default) or uint8: round(image * 65535) or round(image * 255)
     OUT/index.json      format, size, dtype, fingerprint, and one entry per row: study_id, view, image_id, ok
     OUT/progress.json   only while a build is running or was interrupted (a rerun resumes from it)
+    OUT/.lock           held while a process builds or checks the cache: a second process (two training stages
+                        started side by side) waits for the first and then reuses what it built
 
 uint16 keeps the [0, 1] images to within 1/131070 (finer than any 12- or 16-bit source needs);
 uint8 halves the size at a 1/510 error. The fingerprint is a hash of the format version, size, dtype
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +36,7 @@ from codixr.errors import InputError
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-ARRAY_FILE, INDEX_FILE, PROGRESS_FILE = "images.npy", "index.json", "progress.json"
+ARRAY_FILE, INDEX_FILE, PROGRESS_FILE, LOCK_FILE = "images.npy", "index.json", "progress.json", ".lock"
 SCALES = {"uint16": 65535, "uint8": 255}
 
 
@@ -70,6 +73,27 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out/.lock`` (POSIX ``flock``; where it does not exist, no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: builds side by side are not guarded
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("Another process is building the image cache in %s; waiting for it.", out)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_image_cache(
     studies: Iterable[Study],
     out_dir: str | os.PathLike,
@@ -97,7 +121,12 @@ def build_image_cache(
         raise InputError("No images to cache: the studies have no image of the requested views.")
     out = Path(out_dir)
     fingerprint = cache_fingerprint(items, size, dtype)
+    with _build_lock(out):
+        return _build_locked(items, out, fingerprint, size, dtype, num_workers, overwrite, save_every)
 
+
+def _build_locked(items: list[dict[str, str]], out: Path, fingerprint: str, size: int, dtype: str,
+                  num_workers: int, overwrite: bool, save_every: int) -> "ImageCache":
     # 2. Reuse or resume what is there
     start, failures = 0, {}
     index_path, progress_path, array_path = out / INDEX_FILE, out / PROGRESS_FILE, out / ARRAY_FILE

@@ -102,3 +102,34 @@ def test_parallel_build_matches(studies, tmp_path):
 def test_missing_cache_is_a_clear_error(tmp_path):
     with pytest.raises(ImageCacheError, match="build_image_cache"):
         ImageCache(tmp_path)
+
+
+def test_builds_side_by_side_read_each_image_once(studies, tmp_path, monkeypatch):
+    """Two stages started together (one process per core) used to race on progress.json; now the second waits."""
+    import threading
+    import time
+
+    reads, real_read = [], cache_module._read_one
+
+    def slow_read(job):
+        reads.append(job[0])
+        time.sleep(0.02)
+        return real_read(job)
+
+    monkeypatch.setattr(cache_module, "_read_one", slow_read)
+    out, results, errors = tmp_path / "shared-cache", [], []
+
+    def build():
+        try:
+            results.append(build_image_cache(studies, out, size=SIZE, save_every=2))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 2
+    assert len(reads) == len(set(reads)) == 6  # 3 frontals + 3 laterals, each read by one builder only
+    assert results[0].fingerprint == results[1].fingerprint and len(results[1]) == 5

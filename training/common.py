@@ -111,6 +111,40 @@ class StageSpec:
         return spec
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo); None where unknown.
+
+    Without it PyTorch emulates bf16 matrix products: on the 2-core AVX2 machine one 2048x2048 bf16 product took
+    61 s against 0.2 s in float32, and a bf16-autocast autoencoder step 271 s against about 3 s on a CPU with it.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_mixed_precision(requested: str, name: str, cuda: bool | None = None,
+                            native_bf16: bool | None = None) -> str:
+    """The precision a stage runs at: bf16 asked for on a CPU without native bf16 runs in float32 (with a warning)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if requested != "bf16" or cuda:
+        return requested
+    native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+    if native is False:
+        logger.warning("%s: bf16 was asked for, but this CPU has no native bf16 (no avx512_bf16 / amx_bf16), where "
+                       "PyTorch emulates it about 100x slower than float32; training in float32 instead.", name)
+        return "no"
+    return requested
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     """The dataset indices of global step ``step``: epochs are seeded permutations, so any step is reproducible."""
     per_epoch = max(n // batch_size, 1)
@@ -178,6 +212,7 @@ def train_stage(
     if stage_done(stage_dir):
         logger.info("%s: already done (%s), skipping", spec.name, stage_dir / "DONE.json")
         return json.loads((stage_dir / "DONE.json").read_text())
+    spec.mixed_precision = resolve_mixed_precision(spec.mixed_precision, spec.name)
     accelerator = Accelerator(gradient_accumulation_steps=spec.grad_accum, mixed_precision=spec.mixed_precision)
     set_seed(spec.seed)
     params = [p for p in module.parameters() if p.requires_grad]

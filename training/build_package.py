@@ -31,11 +31,12 @@ from codixr.models.text_unet import TextUNet
 from codixr.models.conditioning import ConditionAdapter
 from codixr.models.text_vae import OptimusTextVAE
 from codixr.pipeline import CoDiXRPipeline
-from training.common import REPO, load_config, load_done, run_dir
+from training.common import REPO, autoencoder_dir, load_config, load_done, run_dir
+from training.run_all import OPTIONAL_STAGES
 
 logger = logging.getLogger("training.build_package")
 
-STAGES = ("stage1_align", "stage2_vae", "stage2_unet_frontal", "stage2_unet_lateral", "stage2_text_vae",
+STAGES = ("stage1_align", "stage2_vae", "stage2_vae_decoder", "stage2_unet_frontal", "stage2_unet_lateral", "stage2_text_vae",
           "stage2_text_unet", "stage3_joint_FL", "stage3_joint_FR")
 
 DATA_AND_LICENCES = """\
@@ -84,7 +85,7 @@ def assemble(root: Path) -> CoDiXRPipeline:
     return CoDiXRPipeline(
         prompt_encoder=PromptEncoder.from_pretrained(s1 / "prompt_encoder"),
         tokenizer=PreTrainedTokenizerFast.from_pretrained(s1 / "tokenizer"),
-        vae=AutoencoderKL.from_pretrained(load_done(root / "stage2_vae", "Stage 2a") / "vae"),
+        vae=AutoencoderKL.from_pretrained(autoencoder_dir(root) / "vae"),
         unet_frontal=UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_frontal", "G_F") / "unet_frontal"),
         unet_lateral=UNet2DConditionModel.from_pretrained(load_done(root / "stage2_unet_lateral", "G_L") / "unet_lateral"),
         text_vae=OptimusTextVAE.from_pretrained(load_done(root / "stage2_text_vae", "Stage 2c") / "text_vae"),
@@ -101,7 +102,8 @@ def model_card(config: dict, root: Path, out: Path) -> str:
     for stage in STAGES:
         path = root / stage / "DONE.json"
         if not path.is_file():
-            rows.append(f"| {stage} | not run | | | | | |")
+            if stage not in OPTIONAL_STAGES:
+                rows.append(f"| {stage} | not run | | | | | |")
             continue
         d = json.loads(path.read_text())
         total += d["seconds"]

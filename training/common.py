@@ -383,3 +383,12 @@ def load_done(stage_dir: Path, what: str) -> Path:
         raise FileNotFoundError(f"{what} is not trained yet ({stage_dir} has no DONE.json): run that stage first "
                                 "(python -m training.run_all runs every stage in order).")
     return stage_dir / "final"
+
+
+def autoencoder_dir(root: Path) -> Path:
+    """The run's X-ray autoencoder: the decoder-sharpened one (stage 2a', ``stage2_vae_decoder``) when that stage
+    is finished, else stage 2a's. Both share the encoder and its latent space, so UNets trained on either fit."""
+    sharpened = root / "stage2_vae_decoder"
+    if stage_done(sharpened):
+        return sharpened / "final"
+    return load_done(root / "stage2_vae", "Stage 2a (X-ray autoencoder)")

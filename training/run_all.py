@@ -16,10 +16,14 @@ from training.common import load_config, run_dir, stage_done
 
 logger = logging.getLogger("training.run_all")
 
+# Stages a configuration may leave out (its YAML has no section for them).
+OPTIONAL_STAGES = frozenset({"stage2_vae_decoder"})
+
 # (stage folder, module, extra arguments) in the paper's order
 PLAN = (
     ("stage1_align", "training.stage1_align", []),
     ("stage2_vae", "training.stage2_vae", []),
+    ("stage2_vae_decoder", "training.stage2_vae", ["--decoder-only"]),  # only where the config has this stage
     ("stage2_text_vae", "training.stage2_text", ["--part", "vae"]),
     ("stage2_unet_frontal", "training.stage2_unet", ["--view", "frontal"]),
     ("stage2_unet_lateral", "training.stage2_unet", ["--view", "lateral"]),
@@ -51,6 +55,8 @@ def main(argv=None) -> None:
             common += [flag, str(value)]
     for folder, module, extra in PLAN:
         if args.only and folder not in args.only:
+            continue
+        if folder not in config["stages"] and folder in OPTIONAL_STAGES:
             continue
         if stage_done(root / folder):
             logger.info("%s: done, skipping", folder)

@@ -33,7 +33,7 @@ from codixr.models.objectives import diffusion_loss, text_vae_loss
 from codixr.models.text_unet import TextUNet
 from codixr.models.text_vae import OptimusTextVAE, decode_reports
 from codixr.pipeline import denoise_latents
-from training.common import StageContext, load_done, prepare_stage, train_stage
+from training.common import StageContext, autoencoder_dir, load_done, prepare_stage, train_stage
 from training.conditions import (
     ReportConditionSampler,
     embed_images,
@@ -204,7 +204,7 @@ def report_pipeline(root: Path, pe, tokenizer, text_vae, text_unet, adapter, une
         logger.info("G_%s not trained yet: an untrained stand-in fills the pipeline (report outputs only)", view[0].upper())
         return UNet2DConditionModel(**unet_config)
 
-    vae = load_done(root / "stage2_vae", "Stage 2a (X-ray autoencoder)") / "vae"
+    vae = autoencoder_dir(root) / "vae"
     return CoDiXRPipeline(
         prompt_encoder=pe, tokenizer=tokenizer, text_vae=text_vae, text_unet=text_unet, condition_report=adapter,
         vae=AutoencoderKL.from_pretrained(vae), unet_frontal=unet("frontal"), unet_lateral=unet("lateral"),

@@ -37,7 +37,7 @@ from codixr.models.configs import SD_SCHEDULER, build_condition_adapter, get_con
 from codixr.models.objectives import diffusion_loss
 from codixr.models.prompt_encoder import PromptEncoder
 from codixr.pipeline import denoise_latents
-from training.common import load_done, prepare_stage, train_stage
+from training.common import autoencoder_dir, load_done, prepare_stage, train_stage
 from training.data import GENERATION_SOURCES
 from training.image_conditions import KINDS, LOW_RESOLUTION_SOURCES, build_image_sampler
 from training.samples import save_image_grid
@@ -100,7 +100,7 @@ def sample_images(unet, vae, conditions: torch.Tensor, adapter: ConditionAdapter
 def load_frozen(root: Path):
     """The frozen stage-1 prompt encoder + tokenizer and the stage-2a VAE."""
     stage1 = load_done(root / "stage1_align", "Stage 1 (prompt encoders)")
-    vae_dir = load_done(root / "stage2_vae", "Stage 2a (X-ray autoencoder)")
+    vae_dir = autoencoder_dir(root)
     pe = PromptEncoder.from_pretrained(stage1 / "prompt_encoder").eval().requires_grad_(False)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(stage1 / "tokenizer")
     vae = AutoencoderKL.from_pretrained(vae_dir / "vae").eval().requires_grad_(False)

@@ -1,6 +1,7 @@
 """Stage 2a — the X-ray autoencoder (AutoKL) of G_F and G_L.
 
     python -m training.stage2_vae --config small [--init PATH_TO_SD_VAE]
+    python -m training.stage2_vae --config small --decoder-only [--init PATH]    # stage 2a': sharpen the decoder
 
 The paper keeps Stable Diffusion 1.5's AutoKL frozen; no SD weights can be had here, so we train a
 one-channel AutoKL on the X-rays (frontal and lateral) instead. ``--init`` (or ``stages.stage2_vae.init``)
@@ -9,6 +10,14 @@ convolutions are averaged/summed to one channel. Training runs on random crops (
 the autoencoder is fully convolutional, so it encodes and decodes whole 256-px images afterwards. At the
 end the latent scaling factor is measured on training images (1 / std of the latents, as in LDM) and
 stored in the VAE config.
+
+Stage 2a' (``--decoder-only``, section ``stage2_vae_decoder``, folder ``<run>/stage2_vae_decoder``) fine-tunes only
+the decoder of a finished autoencoder (``--init``, default this run's stage 2a) with L1, an edge term and, with
+``adversarial_weight`` > 0, a patch discriminator (``codixr.models.discriminator``) whose term is balanced against
+the reconstruction by the gradient at the decoder's last layer, after ``adversarial_start`` batches of L1-only
+warm-up. The encoder, its latent space and its scaling factor are unchanged, so G_F, G_L and stage 3 trained on
+stage 2a's latents stay valid; later stages and the package take the sharpened decoder
+(``training.common.autoencoder_dir``).
 """
 
 from __future__ import annotations
@@ -21,13 +30,15 @@ import torch
 from diffusers import AutoencoderKL
 
 from codixr.models.configs import get_config
-from codixr.models.objectives import vae_loss
-from training.common import prepare_stage, train_stage
+from codixr.models.discriminator import PatchDiscriminator
+from codixr.models.objectives import adversarial_decoder_loss, vae_loss
+from training.common import load_done, prepare_stage, train_stage
 from training.data import GENERATION_SOURCES, TrainingData
 from training.samples import save_image_grid
 
 logger = logging.getLogger("training.stage2_vae")
 STAGE = "stage2_vae"
+DECODER_STAGE = "stage2_vae_decoder"  # stage 2a': the decoder sharpened, encoder and latent space kept
 
 
 def widen_latent_state(state: dict[str, torch.Tensor], old_channels: int, new_channels: int) -> dict[str, torch.Tensor]:
@@ -105,19 +116,33 @@ def vae_from(init: str | None, config: dict) -> AutoencoderKL:
 class VAEModule(torch.nn.Module):
     """The autoencoder's training loss. ``decoder_only`` freezes the encoder (and its moment projection): the
     latent space, its scaling factor and every UNet trained on it stay valid, and only the decoder learns to
-    draw sharper images from the same latents (as Stable Diffusion's fine-tuned decoders were made)."""
+    draw sharper images from the same latents (as Stable Diffusion's fine-tuned decoders were made). With a
+    ``discriminator`` the decoder also plays against it (``adversarial_decoder_loss``) once the module has seen
+    ``adversarial_start`` batches (a counter kept in the module's state, so a resumed run keeps its place)."""
 
-    def __init__(self, vae, kl_weight, gradient_weight=0.0, decoder_only=False):
+    def __init__(self, vae, kl_weight, gradient_weight=0.0, decoder_only=False, discriminator=None,
+                 adversarial_weight=0.5, adversarial_start=0):
         super().__init__()
         self.vae, self.kl_weight, self.gradient_weight = vae, kl_weight, gradient_weight
         self.decoder_only = decoder_only
+        if discriminator is not None and not decoder_only:
+            raise ValueError("the adversarial term is for fine-tuning a decoder: use it with decoder_only")
+        self.discriminator, self.adversarial_weight, self.adversarial_start = (discriminator, adversarial_weight,
+                                                                               adversarial_start)
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         if decoder_only:
             for part in (vae.encoder, vae.quant_conv):
                 if part is not None:
                     part.requires_grad_(False)
 
     def forward(self, batch, generator=None):
-        return vae_loss(self.vae, batch["image"] * 2 - 1, self.kl_weight, generator, self.gradient_weight)
+        images = batch["image"] * 2 - 1
+        if self.discriminator is None:
+            return vae_loss(self.vae, images, self.kl_weight, generator, self.gradient_weight)
+        active = bool(self.batches_seen >= self.adversarial_start)
+        self.batches_seen += 1
+        return adversarial_decoder_loss(self.vae, self.discriminator, images, generator, self.gradient_weight,
+                                        self.adversarial_weight, adversarial=active)
 
 
 @torch.no_grad()
@@ -154,11 +179,19 @@ def main(argv=None) -> dict:
     def extra_args(parser):
         parser.add_argument("--init", default=None, help="a VAE folder or hub id")
         parser.add_argument("--decoder-only", action="store_true",
-                            help="train only the decoder of --init (the latent space and the UNets stay valid)")
+                            help="stage 2a': train only the decoder of --init (default: this run's stage 2a) against "
+                                 "a patch discriminator; the latent space and the UNets stay valid")
 
-    ctx = prepare_stage(__doc__, STAGE, extra_args, argv)
+    ctx = prepare_stage(__doc__, lambda a: DECODER_STAGE if a.decoder_only else STAGE, extra_args, argv)
     args, config, root, spec, data = ctx.args, ctx.config, ctx.root, ctx.spec, ctx.data
-    vae = vae_from(args.init or spec.extra.get("init"), get_config(config["model"])["vae"])
+    decoder_only = bool(args.decoder_only)
+    init = args.init or spec.extra.get("init")
+    if decoder_only and not init:
+        init = str(load_done(root / STAGE, "Stage 2a (X-ray autoencoder), whose decoder --decoder-only fine-tunes"))
+    vae = vae_from(init, get_config(config["model"])["vae"])
+    if decoder_only and vae.config.latent_channels != AutoencoderKL.load_config(
+            init, subfolder="vae" if (Path(init) / "vae").is_dir() else None)["latent_channels"]:
+        raise ValueError("--decoder-only keeps the latent space of --init, so the config's latent_channels must match it")
     items = data.image_items("train", sources=GENERATION_SOURCES)
     val = data.image_items("validate", sources=GENERATION_SOURCES)[:8]
     crop = int(spec.extra.get("crop_size", data.size))
@@ -182,25 +215,25 @@ def main(argv=None) -> dict:
         logger.info("step %d: validation reconstructions %.2f dB PSNR, high-frequency energy %.1f %% of real", step,
                     quality["psnr_db"], 100 * quality["hf_ratio"])
 
-    decoder_only = bool(args.decoder_only or spec.extra.get("decoder_only", False))
-    if decoder_only and not (args.init or spec.extra.get("init")):
-        raise ValueError("--decoder-only fine-tunes the decoder of an existing autoencoder: give it with --init")
-    if decoder_only and vae.config.latent_channels != AutoencoderKL.load_config(
-            args.init or spec.extra["init"], subfolder="vae" if (Path(args.init or spec.extra["init"]) / "vae").is_dir()
-            else None)["latent_channels"]:
-        raise ValueError("--decoder-only keeps the latent space of --init, so the config's latent_channels must match it")
-
     def save_fn(module, final: Path):
         if not decoder_only:  # a frozen encoder keeps its latent scale, which the UNets were trained on
             module.vae.register_to_config(scaling_factor=measure_scaling_factor(module.vae, data, items))
         module.vae.save_pretrained(final / "vae")
         info["validation"] = validation_quality(module.vae, data)
 
+    adversarial_weight = float(spec.extra.get("adversarial_weight", 0.0))
+    discriminator = None
+    if adversarial_weight > 0:
+        discriminator = PatchDiscriminator(**spec.extra.get("discriminator", {}))
     info = {"images": len(items), "crop_size": crop, "sources": sorted({it.source for it in items}),
-            "decoder_only": decoder_only}
+            "decoder_only": decoder_only, "init_from": init, "adversarial_weight": adversarial_weight}
+    if decoder_only:
+        info["validation_before"] = validation_quality(vae.eval(), data)
+        logger.info("%s: validation reconstructions before: %s", spec.name, info["validation_before"])
     module = VAEModule(vae, float(spec.extra.get("kl_weight", 1e-6)), float(spec.extra.get("gradient_weight", 0.0)),
-                       decoder_only=decoder_only)
-    return train_stage(spec, root / STAGE, module, len(items),
+                       decoder_only=decoder_only, discriminator=discriminator, adversarial_weight=adversarial_weight,
+                       adversarial_start=int(spec.extra.get("adversarial_start", 0)))
+    return train_stage(spec, root / ctx.stage, module, len(items),
                        batch_fn, save_fn, sample_fn, info)
 
 

@@ -2,7 +2,8 @@
 
 * Stage 1, shared latent space: ``contrastive_loss`` -- CL_XR between P_X(images) and P_R(reports)
   (and, beyond the paper, between label embeddings and either side).
-* Stage 2, single-modality generation: ``vae_loss`` (AutoKL on X-rays), ``diffusion_loss`` (Eq. 2 for
+* Stage 2, single-modality generation: ``vae_loss`` (AutoKL on X-rays), ``adversarial_decoder_loss`` (its
+  decoder sharpened against a patch discriminator), ``diffusion_loss`` (Eq. 2 for
   G_F, G_L and G_R), ``text_vae_loss`` (Optimus reconstruction round).
 * Stage 3, cross-modal alignment: ``joint_diffusion_loss`` -- L_D of each flow attending to the
   other flows' V(z_t) (Eq. 3-5) plus the InfoNCE term between the V outputs (CL_FL, CL_FR).
@@ -83,6 +84,56 @@ def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: torc
         loss = loss + gradient_weight * grad
         parts["gradient_l1"] = grad.item()
     return loss, parts
+
+
+def hinge_discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss: real patches pushed above +1, reconstructed ones below -1."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def adaptive_adversarial_weight(reconstruction_loss: torch.Tensor, generator_loss: torch.Tensor,
+                                last_layer: torch.Tensor, maximum: float = 1e4) -> torch.Tensor:
+    """Taming Transformers' balance: the adversarial term is scaled so that its gradient at the decoder's last layer
+    is as large as the reconstruction's (``|grad rec| / |grad adv|``), whatever the two losses' magnitudes."""
+    rec_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]
+    return (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0.0, maximum).detach()
+
+
+def adversarial_decoder_loss(vae, discriminator, images: torch.Tensor, generator: torch.Generator | None = None,
+                             gradient_weight: float = 0.0, adversarial_weight: float = 0.5,
+                             adversarial: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage 2a': fine-tune the decoder of a frozen-encoder AutoKL against a patch discriminator.
+
+    Returns the sum of the decoder's loss (L1 + ``gradient_weight`` * edge L1 + lambda * adversarial hinge, lambda
+    set by ``adaptive_adversarial_weight`` times ``adversarial_weight``) and the discriminator's hinge loss. The two
+    share no parameters and each term only reaches its own network: the decoder's adversarial term is computed with
+    the discriminator's parameters frozen, the discriminator's on a detached reconstruction. With
+    ``adversarial=False`` (the warm-up) the decoder learns from L1 alone while the discriminator starts learning.
+    """
+    with torch.no_grad():
+        z = vae.encode(images).latent_dist.sample(generator=generator)
+    recon = vae.decode(z).sample.float()
+    images = images.float()
+    rec = F.l1_loss(recon, images)
+    parts = {"l1": rec.item()}
+    if gradient_weight > 0:
+        (rx, ry), (ix, iy) = image_gradients(recon), image_gradients(images)
+        grad = F.l1_loss(rx, ix) + F.l1_loss(ry, iy)
+        rec = rec + gradient_weight * grad
+        parts["gradient_l1"] = grad.item()
+    loss = rec
+    parts.update(generator_adversarial=0.0, adversarial_weight=0.0)  # every row of the log has the same columns
+    if adversarial:
+        discriminator.requires_grad_(False)
+        g_loss = -discriminator(recon).mean()
+        discriminator.requires_grad_(True)
+        weight = adversarial_weight * adaptive_adversarial_weight(rec, g_loss, vae.decoder.conv_out.weight)
+        loss = loss + weight * g_loss
+        parts.update(generator_adversarial=g_loss.item(), adversarial_weight=float(weight))
+    d_loss = hinge_discriminator_loss(discriminator(images), discriminator(recon.detach()))
+    parts["discriminator"] = d_loss.item()
+    return loss + d_loss, parts
 
 
 def diffusion_loss(unet, scheduler, latents: torch.Tensor, condition,

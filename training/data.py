@@ -35,6 +35,28 @@ def labels_multi_hot(labels: dict[str, float | None]) -> np.ndarray:
     return np.array([1.0 if labels.get(name) == 1 else 0.0 for name in CONDITION_LABELS], dtype=np.float32)
 
 
+def augment_radiographs(images: torch.Tensor, generator: torch.Generator, max_degrees: float = 5.0,
+                         max_shift: float = 0.05, scale: tuple[float, float] = (0.93, 1.07),
+                         contrast: float = 0.1) -> torch.Tensor:
+    """Small, anatomy-preserving variations of (B, 1, S, S) radiographs in [0, 1] for views with very few images
+    (the ~40 training laterals): a rotation of at most ``max_degrees``, a shift of at most ``max_shift`` of the side,
+    a zoom within ``scale`` (outside the image is the zero padding of the paper's preprocessing) and a gamma-like
+    contrast change of at most ``contrast``. No flips: a mirrored radiograph is a different anatomy (situs)."""
+    import torch.nn.functional as F
+
+    b = images.shape[0]
+    uniform = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=generator)  # noqa: E731
+    angle = torch.deg2rad(uniform(-max_degrees, max_degrees))
+    zoom = uniform(*scale)
+    tx, ty = uniform(-max_shift, max_shift) * 2, uniform(-max_shift, max_shift) * 2
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    gamma = torch.exp(uniform(-contrast, contrast)).view(b, 1, 1, 1)
+    return out.clamp(0, 1) ** gamma
+
+
 @dataclass
 class ImageItem:
     """One cached image with what a stage may condition on."""

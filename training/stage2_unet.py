@@ -15,6 +15,10 @@ images are flagged low resolution. Loss: Eq. 2 with the DDPM schedule. At the en
 on labels -> F (Lung Opacity + Pneumonia vs No Finding, read by the findings classifier) and stored in the
 adapter.
 
+``augment_copies`` (G_L: ~40 training laterals) adds that many randomly varied versions of every training image
+(``training.data.augment_radiographs``: small rotation, shift, zoom and contrast; no flips), encoded once like the
+originals.
+
 ``init_from`` (``--init``) continues an existing UNet: another view's finished stage ("frontal": G_L starts from
 G_F, adapter included), a run's stage folder, a package, a UNet folder or a hub id. A UNet made without the class
 embedding gets one with its last layer zero-initialised (its predictions are unchanged at step 0) and an adapter
@@ -38,7 +42,7 @@ from codixr.models.objectives import diffusion_loss
 from codixr.models.prompt_encoder import PromptEncoder
 from codixr.pipeline import denoise_latents
 from training.common import autoencoder_dir, load_done, prepare_stage, train_stage
-from training.data import GENERATION_SOURCES
+from training.data import GENERATION_SOURCES, augment_radiographs
 from training.image_conditions import KINDS, LOW_RESOLUTION_SOURCES, build_image_sampler
 from training.samples import save_image_grid
 
@@ -291,7 +295,22 @@ def main(argv=None) -> dict:
     unet, adapter, init_info = initial_flow(init, args.view, model_cfg, root)
     logger.info("%s: %d training images (%d low resolution); encoding latents and conditions; start: %s", stage,
                 len(items), sum(it.source in LOW_RESOLUTION_SOURCES for it in items), init_info)
-    mean, std = encode_latents(vae, lambda idx: data.images(items, list(idx)), len(items))
+    copies = int(spec.extra.get("augment_copies", 0))
+    originals = len(items)
+    if copies:  # few images of this view (laterals): each also enters as `copies` randomly varied versions
+        items = items * (1 + copies)
+        logger.info("%s: %d images, each with %d augmented copies", stage, originals, copies)
+
+    def training_images(idx) -> torch.Tensor:
+        idx = list(idx)
+        images = data.images(items, idx)
+        varied = [k for k, i in enumerate(idx) if i >= originals]
+        if varied:
+            generator = torch.Generator().manual_seed(idx[varied[0]])
+            images[varied] = augment_radiographs(images[varied], generator)
+        return images
+
+    mean, std = encode_latents(vae, training_images, len(items))
     weights = {k: float(spec.extra[f"{k}_weight"]) for k in KINDS if f"{k}_weight" in spec.extra}
     sampler, sampler_info = build_image_sampler(data, items, pe, tokenizer, weights)
     val_sampler, _ = build_image_sampler(data, val, pe, tokenizer, weights)
@@ -329,8 +348,8 @@ def main(argv=None) -> dict:
         unet.save_pretrained(final / f"unet_{args.view}")
         adapter.save_pretrained(final / f"condition_{args.view}")
 
-    info = {"images": len(items), "sources": {src: sum(it.source == src for it in items) for src in
-                                              sorted({it.source for it in items})},
+    info = {"images": originals, "augmented_copies": copies, "sources": {src: sum(it.source == src for it in items[:originals])
+                                                                   for src in sorted({it.source for it in items})},
             "conditions": sampler_info, **init_info}
     return train_stage(spec, root / stage, module, len(items), batch_fn, save_fn, sample_fn, info)
 

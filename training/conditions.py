@@ -117,14 +117,17 @@ class ReportConditionSampler:
       Cardiomediastinum have 13-15 training impressions each) are asked for as often as common ones;
     * ``image``: P_X of a real training radiograph paired with a random real impression whose labels match the
       image's (``impression_matches``): the route from X-rays to impressions when no image has its own report.
-      Images with a finding and images without one are drawn equally often (``image_groups``; most
-      bridged images have none), so that opacity on a radiograph is paired with opacity impressions as often
-      as a clear film with clear ones.
+      Draws go to groups of images first (``image_groups``: with a finding or not, optionally by source), each
+      group with its share (``group_weights``; equal by default: most bridged images have no finding, and
+      equal groups pair opacity on a radiograph with opacity impressions as often as a clear film with clear
+      ones). Giving the groups without a finding more weight raises the evidence an image needs before G_R
+      asserts a finding (fewer false findings on clear films, at some cost in sensitivity).
     """
 
     def __init__(self, text: torch.Tensor, impression_labels: list[frozenset[str]], impression_normal: np.ndarray,
                  image_embeddings: torch.Tensor | None, image_matches: list[np.ndarray] | None, prompt_encoder,
-                 weights: dict[str, float], image_groups: np.ndarray | None = None):
+                 weights: dict[str, float], image_groups: np.ndarray | None = None,
+                 group_weights: dict[int, float] | None = None):
         from codixr.modality import CONDITION_LABELS, NO_FINDING
 
         self.text, self.prompt_encoder = text, prompt_encoder
@@ -141,6 +144,9 @@ class ReportConditionSampler:
         groups = np.zeros(0 if image_embeddings is None else len(image_embeddings), dtype=int) \
             if image_groups is None else np.asarray(image_groups)
         self.image_groups = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        # a group's share of the image draws (``group_weights`` by group id; uniform over groups by default)
+        shares = torch.tensor([float((group_weights or {}).get(int(g), 1.0)) for g in np.unique(groups)])
+        self.group_probs = shares / shares.sum() if len(shares) else shares
         kinds = {"text": True, "labels": bool(self.naming),
                  "image": image_embeddings is not None and len(image_embeddings) > 0}
         self.kinds = [k for k in ("text", "labels", "image") if kinds[k] and weights.get(k, 0) > 0]
@@ -173,7 +179,7 @@ class ReportConditionSampler:
                 conds.append(None)
                 multi_hot.append((len(conds) - 1, hot))
             else:
-                group = self.image_groups[int(torch.randint(len(self.image_groups), (1,), generator=generator))]
+                group = self.image_groups[int(torch.multinomial(self.group_probs, 1, generator=generator))]
                 j = int(group[int(torch.randint(len(group), (1,), generator=generator))])
                 match = self.matches[j]
                 rows.append(int(match[int(torch.randint(len(match), (1,), generator=generator))]))

@@ -215,7 +215,7 @@ def choose_guidance(pipe, data, scales, n_images: int = 128, seeds=tuple(range(8
     """The guidance scale that makes impressions follow their condition best on validation data.
 
     Score = mean share of seeds whose impression names a requested single label + (opacity asserted in RSNA
-    positives - in RSNA negatives) - share of label impressions that repeat a word directly (strong guidance
+    positives - twice the share in RSNA negatives: positive where positives get it at least twice as often) - share of label impressions that repeat a word directly (strong guidance
     names the label by stuttering it: "cardiomegaly cardiomegaly"). Returns the best scale and every scale's row.
     """
     from codixr.evaluate.following import labels_to_report_table, pipeline_report_generator, xray_to_report_table
@@ -235,7 +235,9 @@ def choose_guidance(pipe, data, scales, n_images: int = 128, seeds=tuple(range(8
             xr = xray_to_report_table(generate, images, positive)
             row.update({k: xr[k] for k in ("asserted_in_positives", "asserted_in_negatives",
                                            "distinct_at_shared_seed", "n_positive", "n_negative")})
-            row["score"] = row["labels_mean_names_label"] + xr["asserted_in_positives"] - xr["asserted_in_negatives"]
+            # a finding asserted in positives at least twice as often as in negatives (pos - 2 neg >= 0)
+            row["score"] = (row["labels_mean_names_label"] + xr["asserted_in_positives"]
+                            - 2 * xr["asserted_in_negatives"])
         else:
             row["score"] = row["labels_mean_names_label"]
         row["score"] -= row["labels_repeated_word_share"]
@@ -277,8 +279,17 @@ def run_unet(ctx: StageContext) -> dict:
     sources = sorted({it.source for it in items})
     groups = has_finding + 2 * np.array([sources.index(it.source) for it in items]) if balance == "source" \
         else has_finding
+    # the share of image draws that go to images with a finding (0.5: as many as to images without one)
+    finding_share = float(spec.extra.get("image_finding_share", 0.5))
+    group_weights = None
+    if balance:
+        ids = np.unique(groups)
+        with_finding = [g for g in ids if g % 2 == 1]
+        without = [g for g in ids if g % 2 == 0]
+        group_weights = {int(g): finding_share / len(with_finding) for g in with_finding}
+        group_weights.update({int(g): (1 - finding_share) / len(without) for g in without})
     sampler = ReportConditionSampler(h_text, impression_labels, impression_normal, h_images, matches, pe, weights,
-                                     image_groups=groups if balance else None)
+                                     image_groups=groups if balance else None, group_weights=group_weights)
     logger.info("%s: %d impressions, %d images bridged by labels, condition kinds %s", stage, len(texts), len(items),
                 dict(zip(sampler.kinds, sampler.probs.tolist())))
     text_unet = TextUNet(**model_cfg["text_unet"])

@@ -86,3 +86,16 @@ def test_sampler_asks_for_rare_labels_as_often_as_common_ones_and_balances_image
     assert abs(share["Pneumothorax"] - 1 / 3) < 0.06 and abs(share["Pneumonia"] - 1 / 3) < 0.06  # 3 labels named
     image_rows = rows[[k == "image" for k in kinds]]
     assert abs(np.mean(image_rows == 0) - 0.5) < 0.06  # the one image with a finding: half the image draws
+
+
+def test_group_weights_set_each_groups_share_of_the_image_draws():
+    text = torch.randn(41, 11)
+    labels = [frozenset({"Pneumonia"})] * 40 + [frozenset()]
+    normal = np.array([False] * 40 + [True])
+    images = torch.randn(10, 11)
+    matches = [np.array([0])] + [np.array([40])] * 9  # one image with a finding, nine without
+    groups = np.array([1] + [0] * 9)
+    sampler = ReportConditionSampler(text, labels, normal, images, matches, _LabelEncoder(), {"image": 1.0},
+                                     image_groups=groups, group_weights={1: 0.25, 0: 0.75})
+    rows, _, _ = sampler.draw(2000, torch.Generator().manual_seed(2))
+    assert abs(np.mean(rows.numpy() == 0) - 0.25) < 0.04  # a quarter of the draws go to the image with a finding

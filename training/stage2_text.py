@@ -215,8 +215,9 @@ def choose_guidance(pipe, data, scales, n_images: int = 128, seeds=tuple(range(8
     """The guidance scale that makes impressions follow their condition best on validation data.
 
     Score = mean share of seeds whose impression names a requested single label + (opacity asserted in RSNA
-    positives - twice the share in RSNA negatives: positive where positives get it at least twice as often) - share of label impressions that repeat a word directly (strong guidance
-    names the label by stuttering it: "cardiomegaly cardiomegaly"). Returns the best scale and every scale's row.
+    positives - twice the share in RSNA negatives: positive where positives get it at least twice as often)
+    - share of label impressions that repeat a word directly (strong guidance names the label by stuttering it:
+    "cardiomegaly cardiomegaly"). Returns the best scale and every scale's row.
     """
     from codixr.evaluate.following import labels_to_report_table, pipeline_report_generator, xray_to_report_table
 
@@ -282,12 +283,11 @@ def run_unet(ctx: StageContext) -> dict:
     # the share of image draws that go to images with a finding (0.5: as many as to images without one)
     finding_share = float(spec.extra.get("image_finding_share", 0.5))
     group_weights = None
-    if balance:
-        ids = np.unique(groups)
-        with_finding = [g for g in ids if g % 2 == 1]
-        without = [g for g in ids if g % 2 == 0]
-        group_weights = {int(g): finding_share / len(with_finding) for g in with_finding}
-        group_weights.update({int(g): (1 - finding_share) / len(without) for g in without})
+    if balance:  # the finding share split evenly over the groups with a finding, the rest over those without
+        finding_of = {int(g): bool(has_finding[groups == g][0]) for g in np.unique(groups)}
+        n_with = sum(finding_of.values())
+        group_weights = {g: finding_share / n_with if f else (1 - finding_share) / (len(finding_of) - n_with)
+                         for g, f in finding_of.items()}
     sampler = ReportConditionSampler(h_text, impression_labels, impression_normal, h_images, matches, pe, weights,
                                      image_groups=groups if balance else None, group_weights=group_weights)
     logger.info("%s: %d impressions, %d images bridged by labels, condition kinds %s", stage, len(texts), len(items),

@@ -72,12 +72,19 @@ def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: torc
     that pixel L1 alone underweights (rib and vessel borders are a small share of the pixels), against blur."""
     posterior = vae.encode(images).latent_dist
     z = posterior.sample(generator=generator)
-    recon = vae.decode(z).sample.float()
-    images = images.float()
-    rec = F.l1_loss(recon, images)
+    rec, parts = reconstruction_loss(vae.decode(z).sample, images, gradient_weight)
     kl = posterior.kl().float().mean()  # summed over latent elements, averaged over the batch
-    loss = rec + kl_weight * kl
-    parts = {"l1": rec.item(), "kl": kl.item()}
+    parts["kl"] = kl.item()
+    return rec + kl_weight * kl, parts
+
+
+def reconstruction_loss(recon: torch.Tensor, images: torch.Tensor, gradient_weight: float = 0.0
+                        ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The autoencoder's reconstruction term: L1 + ``gradient_weight`` * L1 between the image gradients (an edge
+    term) of a reconstruction and its input, in float32; with its parts for the log."""
+    recon, images = recon.float(), images.float()
+    loss = F.l1_loss(recon, images)
+    parts = {"l1": loss.item()}
     if gradient_weight > 0:
         (rx, ry), (ix, iy) = image_gradients(recon), image_gradients(images)
         grad = F.l1_loss(rx, ix) + F.l1_loss(ry, iy)
@@ -115,13 +122,7 @@ def adversarial_decoder_loss(vae, discriminator, images: torch.Tensor, generator
         z = vae.encode(images).latent_dist.sample(generator=generator)
     recon = vae.decode(z).sample.float()
     images = images.float()
-    rec = F.l1_loss(recon, images)
-    parts = {"l1": rec.item()}
-    if gradient_weight > 0:
-        (rx, ry), (ix, iy) = image_gradients(recon), image_gradients(images)
-        grad = F.l1_loss(rx, ix) + F.l1_loss(ry, iy)
-        rec = rec + gradient_weight * grad
-        parts["gradient_l1"] = grad.item()
+    rec, parts = reconstruction_loss(recon, images, gradient_weight)
     loss = rec
     parts.update(generator_adversarial=0.0, adversarial_weight=0.0)  # every row of the log has the same columns
     if adversarial:

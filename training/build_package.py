@@ -182,27 +182,49 @@ def speed_table(b: dict) -> list[str]:
     return lines
 
 
-def copy_plots(plots: Path, out: Path, budget_bytes: float, card_reserve: float = 150e3) -> list[str]:
-    """Copy the evaluation's plots next to the card, charts first, then T->X image grids, then the rest, while the
-    package stays within ``budget_bytes`` (``card_reserve`` kept for the card). Returns the names left out."""
+def _plot_priority(f: Path) -> tuple:
+    """The issue-13 grids (real validation frontals beside generated ones, per label) first, then the charts,
+    then the text-to-image grids (the paper's main settings), then the other grids."""
+    name = f.name
+    return (not name.startswith("following_"), name.startswith("grid_"), not name.startswith("grid_T-"), name)
+
+
+def copy_plots(plots: Path, out: Path, budget_bytes: float, card_reserve: float = 80e3,
+               jpeg_quality: int = 75) -> tuple[dict[str, str], list[str]]:
+    """Copy the evaluation's plots next to the card (order: ``_plot_priority``) while the package stays within
+    ``budget_bytes`` (``card_reserve`` kept for the card). A plot that does not fit as PNG goes as a greyscale
+    or RGB JPEG (``jpeg_quality``) when that fits. Returns ({PNG name: shipped name} for plots shipped under
+    another name, the names left out)."""
+    from PIL import Image
+
     if not plots.is_dir():
-        return []
+        return {}, []
     used = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) + card_reserve
-    # charts, then the text-to-image grids (the paper's main settings), then the rest
-    files = sorted(plots.glob("*.png"), key=lambda f: (f.name.startswith("grid_"), not f.name.startswith("grid_T-"),
-                                                        f.name))
+    renamed: dict[str, str] = {}
     omitted = []
     (out / "plots").mkdir(exist_ok=True)
-    for f in files:
-        if used + f.stat().st_size > budget_bytes:
-            omitted.append(f.name)
+    for f in sorted(plots.glob("*.png"), key=_plot_priority):
+        if used + f.stat().st_size <= budget_bytes:
+            shutil.copy2(f, out / "plots" / f.name)
+            used += f.stat().st_size
             continue
-        shutil.copy2(f, out / "plots" / f.name)
-        used += f.stat().st_size
+        target = out / "plots" / f"{f.stem}.jpg"
+        with Image.open(f) as image:
+            image.convert("L" if image.mode in ("L", "LA", "I", "I;16") else "RGB").save(
+                target, "JPEG", quality=jpeg_quality, optimize=True)
+        if used + target.stat().st_size <= budget_bytes:
+            renamed[f.name] = target.name
+            used += target.stat().st_size
+        else:
+            target.unlink()
+            omitted.append(f.name)
+    if renamed:
+        logger.info("shipped %d plot(s) as JPEG (quality %d) to stay within %.1f MB: %s", len(renamed), jpeg_quality,
+                    budget_bytes / 1e6, ", ".join(renamed.values()))
     if omitted:
         logger.warning("left %d plot(s) out of the package to stay within %.1f MB: %s", len(omitted), budget_bytes / 1e6,
                        ", ".join(omitted))
-    return omitted
+    return renamed, omitted
 
 
 def main(argv=None) -> Path:
@@ -222,14 +244,20 @@ def main(argv=None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     pipe.to(getattr(torch, args.dtype)).save_pretrained(out)
-    omitted = copy_plots(root / "evaluation" / "plots", out, args.max_mb * 1e6)
+    renamed, omitted = copy_plots(root / "evaluation" / "plots", out, args.max_mb * 1e6)
     card = model_card(config, root, out)
+    for name, shipped in renamed.items():
+        card = card.replace(f"](plots/{name})", f"](plots/{shipped})")
     for name in omitted:  # a plot left out for the size budget: say where it is instead of a broken link
         card = re.sub(r"!\[([^\]]*)\]\(plots/" + re.escape(name) + r"\)",
                       rf"(plot `{name}` not shipped, to keep the package under {args.max_mb:g} MB: "
                       rf"see the run's evaluation/plots)", card)
     (out / "README.md").write_text(card, encoding="utf-8")
-    logger.info("model package written to %s", out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if size > args.max_mb * 1e6:
+        raise SystemExit(f"the package is {size / 1e6:.2f} MB, over the {args.max_mb:g} MB budget: the weights alone "
+                         "do not fit; make a component smaller or raise --max-mb")
+    logger.info("model package written to %s (%.2f MB)", out, size / 1e6)
     return out
 
 

@@ -33,6 +33,7 @@ from codixr.models.objectives import diffusion_loss, text_vae_loss
 from codixr.models.text_unet import TextUNet
 from codixr.models.text_vae import OptimusTextVAE, decode_reports
 from codixr.pipeline import denoise_latents
+from codixr.data.reports import split_sentences
 from training.common import StageContext, autoencoder_dir, load_done, prepare_stage, train_stage
 from training.conditions import (
     ReportConditionSampler,
@@ -75,6 +76,43 @@ def length_windows(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
     return np.argsort(lengths, kind="stable")
 
 
+def report_spans(texts: list[str], tokenizer, max_length: int, max_sentences: int = 3) -> list[str]:
+    """Every run of 1..``max_sentences`` consecutive sentences of ``texts`` that fits in ``max_length`` tokens,
+    each once (first-seen order).
+
+    Extra real text for the text autoencoder: IU has ~1,650 distinct training impressions and the first text
+    VAE memorised them (held-out impressions seen verbatim in training: 97 % exact; unseen ones: 8 %, BLEU-4
+    0.29). The sentences of the training reports' FINDINGS and IMPRESSION sections are written in the same
+    language; every span is a contiguous excerpt of one real report section, nothing is recombined.
+    """
+    spans: dict[str, None] = {}
+    for text in texts:
+        sentences = split_sentences(text)
+        for i in range(len(sentences)):
+            for j in range(i + 1, min(i + max_sentences, len(sentences)) + 1):
+                spans.setdefault(" ".join(sentences[i:j]), None)
+    candidates = list(spans)
+    if not candidates:
+        return []
+    lengths = [len(ids) for ids in tokenizer(candidates)["input_ids"]]
+    return [t for t, n in zip(candidates, lengths) if n <= max_length]
+
+
+def vae_corpus(studies: list, tokenizer, max_length: int, spans: dict | None) -> tuple[list[str], int]:
+    """The text VAE's training texts: the impressions, and with ``spans`` (``{"max_sentences": k,
+    "impression_share": s}``) the :func:`report_spans` of the FINDINGS and IMPRESSION sections of the same
+    training studies, with the impressions repeated so that they are about a share ``s`` of the draws.
+    Returns the texts and how many distinct span texts were added."""
+    impressions = [s.impression for s in studies if s.impression]
+    if not spans:
+        return impressions, 0
+    sections = [t for s in studies for t in (s.findings_text, s.impression) if t]
+    extra = report_spans(sections, tokenizer, max_length, int(spans.get("max_sentences", 3)))
+    share = float(spans.get("impression_share", 0.5))
+    copies = max(1, round(share * len(extra) / max((1 - share) * len(impressions), 1)))
+    return impressions * copies + extra, len(extra)
+
+
 @torch.no_grad()
 def reconstruct(text_vae, tokenizer, texts: list[str], batch: int = 64) -> list[str]:
     out = []
@@ -103,7 +141,7 @@ def run_vae(ctx: StageContext) -> dict:
     else:
         text_vae = OptimusTextVAE(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                   bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, **cfg)
-    texts = [s.impression for s in data.report_items("train")]
+    texts, n_spans = vae_corpus(data.report_items("train"), tokenizer, cfg["max_length"], spec.extra.get("spans"))
     val = [s.impression for s in data.report_items("validate")][:500]
     module = TextVAEModule(text_vae, tokenizer, texts, float(spec.extra.get("beta", 0.5)),
                            int(spec.extra.get("beta_warmup", 1000)), float(spec.extra.get("free_bits", 0.1)),
@@ -132,7 +170,8 @@ def run_vae(ctx: StageContext) -> dict:
         table = text_autoencoder_table(tv.eval(), tokenizer, val)
         info["validation"] = {k: v for k, v in table.items() if not k.endswith("examples")}
 
-    info: dict = {"train_impressions": len(texts), "init_from": str(init) if init else None}
+    info: dict = {"train_impressions": len(data.report_items("train")), "training_texts": len(texts),
+                  "report_spans": n_spans, "init_from": str(init) if init else None}
     if init and (Path(init) / "DONE.json").is_file():  # the training behind the weights it continues
         info["continued"] = json.loads((Path(init) / "DONE.json").read_text())
     return train_stage(spec, root / stage, module, len(texts), batch_fn, save_fn, sample_fn, info)
